@@ -1,0 +1,36 @@
+"""`/image/<key>`: stored images (local or S3), readable cross-origin; and `task_json`, the task
+as a response shows it, its image URLs in the form the request's path asks for (app/image_modes.py)."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from app.api import path_image_mode, services
+from app.errors import TaskNotFound
+from app.image_modes import present
+from app.images import CONTENT_TYPES, valid_key
+from app.models import Task
+
+bp = Blueprint("images", __name__)
+
+#: Stored images never change: let browsers and CDNs keep them for a day.
+IMAGE_MAX_AGE_SECONDS = 86_400
+
+
+@bp.get("/image/<path:key>")
+def image(key: str) -> Response:
+    data = services().images.get(key) if valid_key(key) else None
+    if data is None:
+        raise TaskNotFound(f"image {key} not found")
+    ext = key.rsplit(".", 1)[-1].lower()
+    return Response(data, mimetype=CONTENT_TYPES.get(ext, "application/octet-stream"), headers={
+        "Access-Control-Allow-Origin": "*",
+        "Cache-Control": f"public, max-age={IMAGE_MAX_AGE_SECONDS}, immutable",
+    })
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """`task.to_json()` with its image URLs in the image mode of the mount this request came through."""
+    found = services()
+    return present(task.to_json(), path_image_mode(), found.images, found.settings.image_proxy_url)

@@ -1,0 +1,67 @@
+"""Database plumbing shared by the web app and the workers.
+
+The models are plain SQLAlchemy 2.0 classes on `Base`; Flask-SQLAlchemy wraps the same
+metadata for the web app, and workers build their own engine with `make_engine`, so the
+executor runs (and is tested) without a Flask app.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+from config.settings import normalize_database_url
+
+#: PostgreSQL connect timeout: the API must answer 503 within 5 s when the database is down.
+PG_CONNECT_TIMEOUT_SECONDS = 3
+#: No statement may run longer than this on PostgreSQL (milliseconds): a stuck query fails, never hangs.
+PG_STATEMENT_TIMEOUT_MS = 30_000
+#: SQLite waits this long for a write lock held by another process before failing.
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+
+
+def engine_options(url: str, pool_size: int = 10) -> dict[str, Any]:
+    """create_engine keyword arguments for `url` (the same for the app and the workers)."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+        # Keepalives notice a server that vanished without closing the socket, so no request hangs on it.
+        "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS, "application_name": "mjq",
+                         "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+                         "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"},
+    }
+
+
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """An engine for `url` with mjq's pool and timeout choices."""
+    url = normalize_database_url(url)
+    return create_engine(url, **engine_options(url, pool_size))
+
+
+def make_session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the web process read while a worker writes; the embedded default has several processes.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.close()

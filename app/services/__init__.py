@@ -1,0 +1,1 @@
+"""The decisions behind the API: admission, accounts, task queries. Views call one of these."""

@@ -1,0 +1,246 @@
+"""Admission of new jobs: validate → choose an account → insert the row → commit → enqueue.
+
+The committed row is the promise to the client: when the broker is unreachable the answer
+is still code 1 and the reconciler enqueues the row later. Follow-up actions build on the
+same `Submitter` (app/services/actions.py).
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
+from app import protocol
+from app.errors import NoAccount, QueueRejected
+from app.images import ImageStore
+from app.models import Account, Task, new_task_id, now_ms
+from app.schemas import Common, DecodedImage, ImagesRequest, ImagineRequest, prompt_mode
+from app.services.accounts import choose_account, concurrency_for, eligible_accounts
+from app.services.plans import DEFAULT_PLANS, DEFAULT_PRICES, Plan
+from app.services.prompts import PromptChecker
+from app.services.tenancy import check_plan
+from config import Settings
+from workers.dispatch import Dispatcher
+from workers.queues import queue_for_mode
+from workers.scheduler import Candidate, QueueFull, Scheduler, pool_of
+
+log = logging.getLogger(__name__)
+
+SUBMITTED_TEXT = "Submit success"
+MODAL_TEXT = "Waiting for window confirm"
+
+
+def resolve_mode(path_mode: str | None, prompt: str, modes_filter: tuple[str, ...], default: str) -> str:
+    """The job's mode: the path prefix wins, then a --fast/--relax/--turbo flag, then accountFilter.modes."""
+    return path_mode or prompt_mode(prompt) or (modes_filter[0] if modes_filter else default)
+
+
+def new_nonce() -> str:
+    """A Discord-style snowflake-sized numeric nonce for the upstream interaction."""
+    return str(now_ms() - 1420070400000 << 22 | secrets.randbits(22))
+
+
+@dataclass
+class Spec:
+    """A task about to be created. `images` maps an inputs slot to the images stored for it."""
+
+    action: str
+    mode: str
+    accounts: list[Account]  # the eligible ones; admission picks one (follow-ups pass only the parent's)
+    common: Common
+    prompt: str | None = None
+    prompt_en: str | None = None
+    description: Callable[[int], str] = lambda task_id: ""
+    images: dict[str, list[DecodedImage]] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    status: str = protocol.NOT_START
+    parent_id: int | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    bot_type: str | None = None
+
+
+class Submitter:
+    """Creates tasks for one request: the session, clients and caller are passed in."""
+
+    def __init__(self, session: Session, dispatcher: Dispatcher, images: ImageStore, settings: Settings,
+                 prompts: PromptChecker, owner: str | None = None, scheduler: Scheduler | None = None,
+                 viewer: str | None = None, plans: dict[str, Plan] | None = None,
+                 prices: dict[str, tuple[int, int]] | None = None) -> None:
+        """`owner`: the key the new tasks belong to; `viewer`: whose tasks may be read (None = all)."""
+        self.scheduler = scheduler
+        self.viewer = viewer
+        self.plans = plans or DEFAULT_PLANS
+        self.prices = prices or DEFAULT_PRICES
+        self.session = session
+        self.dispatcher = dispatcher
+        self.images = images
+        self.settings = settings
+        self.prompts = prompts
+        self.owner = owner
+        self.admission: dict[int, tuple[int, int]] = {}
+
+    # -- shared steps -------------------------------------------------------------------
+    def eligible(self, mode: str, common: Common) -> list[Account]:
+        """The accounts that may run a new job. Raises NoAccount (code 3) when there is none."""
+        candidates = eligible_accounts(self.session, mode, common.bot_type, common.account_filter)
+        if not candidates:
+            raise NoAccount(f"no available account for mode {mode} and bot {common.bot_type}")
+        return candidates
+
+    def admit(self, accounts: list[Account], mode: str, task_id: int, submit_ms: int) -> tuple[Account, int, int]:
+        """Pick the account and queue the task on it: (account, code 1 or 22, tasks ahead).
+
+        Raises QueueRejected (code 23) when every eligible queue is full. Without Redis the
+        row is still the promise: the least busy account by the database, code 1.
+        """
+        if self.scheduler is not None:
+            candidates = [Candidate(a.id, concurrency_for(a, mode), a.queue_size, a.weight) for a in accounts]
+            try:
+                admission = self.scheduler.admit(candidates, pool_of(mode), task_id, submit_ms)
+            except QueueFull:
+                raise QueueRejected(f"the queue is full: every eligible account ({len(accounts)}) has its "
+                                    f"{mode} queue full; retry later") from None
+            except RedisError as exc:
+                log.warning("admission without Redis for task %s: %s", task_id, exc)
+            else:
+                return next(a for a in accounts if a.id == admission.account_id), admission.code, admission.ahead
+        return choose_account(self.session, accounts, mode), protocol.CODE_SUCCESS, 0
+
+    def create(self, spec: Spec) -> Task:
+        """Admit the task, store its images, insert and commit the row, then enqueue it.
+
+        A task that opens a modal is stored without admission and never enqueued here.
+        """
+        task_id = new_task_id()
+        now = now_ms()
+        if self.owner is not None:
+            check_plan(self.session, self.owner, self.plans, self.prices, spec.action, spec.mode, now)
+        account, code, ahead = spec.accounts[0], protocol.CODE_EXISTED, 0
+        if spec.status == protocol.NOT_START:
+            account, code, ahead = self.admit(spec.accounts, spec.mode, task_id, now)
+        inputs = dict(spec.inputs)
+        for slot, imgs in spec.images.items():
+            keys = [f"{task_id}/{slot}-{i}.{img.ext}" for i, img in enumerate(imgs)]
+            for key, img in zip(keys, imgs, strict=True):
+                self.images.put(key, img.data)
+            inputs[slot] = keys
+        hook = spec.common.notify_hook or self.settings.notify_hook or None
+        properties: dict[str, Any] = {
+            "discordInstanceId": account.id, "botType": spec.bot_type or spec.common.bot_type,
+            "nonce": new_nonce(), "mode": spec.mode, **spec.properties,
+        }
+        if hook:
+            properties["notifyHook"] = hook
+        task = Task(
+            id=task_id, action=spec.action, status=spec.status, prompt=spec.prompt, prompt_en=spec.prompt_en,
+            description=spec.description(task_id), state=spec.common.state, submit_time=now, progress=None,
+            properties=properties, buttons=[], mode=spec.mode, queue=queue_for_mode(spec.mode),
+            bot_type=spec.common.bot_type, account_id=account.id, owner=self.owner, parent_id=spec.parent_id,
+            notify_hook=hook, inputs=inputs, attempt=0, seq=0, updated_at=now,
+        )
+        try:
+            self.session.add(task)
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            self.forget(task)
+            raise
+        self.admission[task.id] = (code, ahead)
+        if task.status == protocol.NOT_START:
+            self.enqueue(task)
+        return task
+
+    def forget(self, task: Task) -> None:
+        """Undo an admission whose row was not written (or will not run)."""
+        if self.scheduler is None or task.account_id is None:
+            return
+        try:
+            self.scheduler.forget(task.account_id, pool_of(task.mode), task.id, 1)
+        except RedisError:
+            pass
+
+    def enqueue(self, task: Task) -> bool:
+        """Send the job's message after its row is committed; record when it went out.
+
+        A failed send leaves `enqueued_at` empty, which is what the reconciler looks for.
+        """
+        if not self.dispatcher.execute(task.id, task.action, task.queue):
+            return False
+        task.enqueued_at = now_ms()
+        self.session.commit()
+        return True
+
+    def accepted(self, task: Task) -> dict[str, Any]:
+        """The answer: code 1 (a slot is free now), 22 (queued, with the tasks ahead) or 21 (a modal waits)."""
+        props: dict[str, Any] = {"discordInstanceId": task.account_id}
+        if task.status == protocol.MODAL:
+            props.update(finalPrompt=task.properties.get("finalPrompt"), remix=task.properties.get("remix", False))
+            return protocol.envelope(protocol.CODE_EXISTED, MODAL_TEXT, str(task.id), props)
+        code, ahead = self.admission.get(task.id, (protocol.CODE_SUCCESS, 0))
+        if code == protocol.CODE_IN_QUEUE:
+            props["numberOfQueues"] = ahead
+            return protocol.envelope(code, f"In queue, there are {ahead} tasks ahead", str(task.id), props)
+        return protocol.envelope(protocol.CODE_SUCCESS, SUBMITTED_TEXT, str(task.id), props)
+
+    # -- new jobs -------------------------------------------------------------------------
+    def imagine(self, req: ImagineRequest, path_mode: str | None) -> dict[str, Any]:
+        """IMAGINE. Raises BannedPrompt (24), NoAccount (3)."""
+        prompt_en = self.prompts.prepare(req.prompt)
+        mode = resolve_mode(path_mode, req.prompt, req.common.account_filter.modes, self.settings.default_mode)
+        task = self.create(Spec(
+            action=protocol.IMAGINE, mode=mode, accounts=self.eligible(mode, req.common), common=req.common,
+            prompt=req.prompt, prompt_en=prompt_en, description=lambda _id: f"/imagine {req.prompt}",
+            images={"images": list(req.images)}, inputs={"kind": "imagine"},
+        ))
+        return self.accepted(task)
+
+    def describe(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
+        mode = resolve_mode(path_mode, "", req.common.account_filter.modes, self.settings.default_mode)
+        ext = req.images[0].ext.replace("jpeg", "jpg")
+        task = self.create(Spec(
+            action=protocol.DESCRIBE, mode=mode, accounts=self.eligible(mode, req.common), common=req.common,
+            description=lambda task_id: f"/describe {task_id}.{ext}", images={"images": list(req.images)},
+            inputs={"kind": "describe"},
+        ))
+        return self.accepted(task)
+
+    def blend(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
+        mode = resolve_mode(path_mode, "", req.common.account_filter.modes, self.settings.default_mode)
+        count = len(req.images)
+        task = self.create(Spec(
+            action=protocol.BLEND, mode=mode, accounts=self.eligible(mode, req.common), common=req.common,
+            description=lambda task_id: f"/blend {task_id} {count}", images={"images": list(req.images)},
+            inputs={"kind": "blend", "dimensions": req.dimensions},
+        ))
+        return self.accepted(task)
+
+    def shorten(self, prompt: str, common: Common, path_mode: str | None) -> dict[str, Any]:
+        prompt_en = self.prompts.prepare(prompt)
+        mode = resolve_mode(path_mode, prompt, common.account_filter.modes, self.settings.default_mode)
+        task = self.create(Spec(
+            action=protocol.SHORTEN, mode=mode, accounts=self.eligible(mode, common), common=common,
+            prompt=prompt, prompt_en=prompt_en, description=lambda _id: f"/shorten {prompt}",
+            inputs={"kind": "shorten"},
+        ))
+        return self.accepted(task)
+
+    def swap_face(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
+        mode = resolve_mode(path_mode, "", req.common.account_filter.modes, self.settings.default_mode)
+        source, target = req.images
+        task = self.create(Spec(
+            action=protocol.SWAP_FACE, mode=mode, accounts=self.eligible(mode, req.common), common=req.common,
+            description=lambda task_id: f"/swap_face {task_id}", images={"source": [source], "target": [target]},
+            inputs={"kind": "swap_face"}, bot_type="INSIGHT_FACE",
+        ))
+        return self.accepted(task)
+
+    def upload(self, req: ImagesRequest) -> dict[str, Any]:
+        """Store images and answer their URLs (`result` is an array); no job is created."""
+        batch = secrets.token_hex(8)
+        urls = [self.images.put(f"uploads/{batch}-{i}.{img.ext}", img.data) for i, img in enumerate(req.images)]
+        return protocol.envelope(protocol.CODE_SUCCESS, SUBMITTED_TEXT, urls)

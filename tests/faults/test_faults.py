@@ -1,0 +1,292 @@
+"""Faults injected into a running cluster (reliability.md §1), each asserted from PostgreSQL rows
+and the simulated upstream's own submission counts. 0 retries: a flaky fault test is a bug."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.faults.cluster import TERMINAL, Cluster, PostgresServer, RedisServer, create_database
+from tests.faults.conftest import record
+from tests.processes import wait_for
+
+pytestmark = pytest.mark.faults
+
+
+def submit_many(cluster: Cluster, n: int, prompt: str = "a fox") -> list[int]:
+    ids = []
+    for i in range(n):
+        status, body = cluster.submit(f"{prompt} {i}")
+        assert status == 200 and body["code"] in (1, 22), body
+        ids.append(int(body["result"]))
+    return ids
+
+
+def lost(cluster: Cluster, ids: list[int]) -> int:
+    return sum(1 for t in cluster.rows(ids).values() if t.status != "SUCCESS")
+
+
+def test_t1_1_kill_9_of_a_worker_holding_50_jobs_loses_none(cluster: Cluster):
+    cluster.start_web()
+    cluster.start_beat()
+    cluster.start_worker()
+    ids = submit_many(cluster, 50, "a fox [sim:seconds=20]")
+    try:
+        wait_for(lambda: all(t.upstream_state == "SUBMITTED" for t in cluster.rows(ids).values()), 30,
+                 "all 50 jobs to be submitted upstream")
+    except AssertionError:
+        states = Counter((t.status, t.upstream_state, t.attempt) for t in cluster.rows(ids).values())
+        raise AssertionError(f"jobs not all submitted: {states}") from None
+    assert all(t.status != "SUCCESS" for t in cluster.rows(ids).values()), "the jobs ended before the kill"
+    cluster.kill("fast")
+    cluster.procs["fast"].stop()
+    restarted = time.monotonic()
+    cluster.start_worker()
+    recover = cluster.wait_terminal(ids, 90)
+    missing, dups = lost(cluster, ids), cluster.duplicates(ids)
+    ok = missing == 0 and dups == 0
+    record("T1.1 kill -9 worker with 50 in flight", 50, missing, dups, f"{time.monotonic() - restarted:.1f} s",
+           f"all finished {recover:.1f} s after restart", ok)
+    assert ok
+
+
+def test_t1_2_a_job_that_kills_its_worker_every_time_fails_after_3_runs_with_its_webhook(cluster: Cluster):
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cluster.start_web()
+    cluster.start_beat()
+    cluster.start_worker()
+    status, body = cluster.submit("poison [sim:crash]", hook=f"http://localhost:{server.server_port}/hook")
+    task_id = int(body["result"])
+    start = time.monotonic()
+    restarts = 0
+    while time.monotonic() - start < 150:
+        task = cluster.rows([task_id])[task_id]
+        if task.status in TERMINAL:
+            break
+        if cluster.procs["fast"].proc.poll() is not None:  # the supervisor restarts a dead worker
+            restarts += 1
+            cluster.procs["fast"].stop()
+            cluster.start_worker()
+        time.sleep(0.5)
+    task = cluster.rows([task_id])[task_id]
+    executions = task.attempt - 1  # each claim is one execution; the last one only recorded the failure
+    print(f"T1.2: {task.status} after {restarts} restarts, attempt {task.attempt}: {task.fail_reason}")
+    wait_for(lambda: any(e["status"] == "FAILURE" for e in received), 30, "the FAILURE webhook", interval=0.5)
+    server.shutdown()
+    submits = cluster.submissions().get(task.properties["nonce"], 0)
+    ok = task.status == "FAILURE" and "3 times" in (task.fail_reason or "") and executions <= 3
+    record("T1.2 poison job (SIGKILL each run)", 1, 0, max(0, submits - 1), f"{time.monotonic() - start:.1f} s",
+           f"{restarts} worker deaths, {executions} executions, FAILURE + webhook", ok)
+    assert ok
+
+
+def test_t1_3_sigterm_mid_job_loses_nothing_and_runs_nothing_twice(cluster: Cluster):
+    cluster.start_web()
+    cluster.start_beat()
+    cluster.start_worker()
+    ids = submit_many(cluster, 10)
+    wait_for(lambda: all(t.status == "IN_PROGRESS" for t in cluster.rows(ids).values()), 30, "jobs in progress")
+    cluster.kill("fast", signal.SIGTERM)
+    cluster.procs["fast"].proc.wait(timeout=60)
+    finished_before = {i for i, t in cluster.rows(ids).items() if t.status == "SUCCESS"}
+    start = time.monotonic()
+    cluster.start_worker()
+    cluster.wait_terminal(ids, 60)
+    time.sleep(5)  # a re-run would show up as a second claim
+    rows = cluster.rows(ids)
+    reruns = sum(1 for i in finished_before if rows[i].attempt != 1)
+    missing, dups = lost(cluster, ids), cluster.duplicates(ids)
+    ok = missing == 0 and reruns == 0 and dups == 0
+    record("T1.3 SIGTERM mid-job (warm shutdown)", 10, missing, dups, f"{time.monotonic() - start:.1f} s",
+           f"{len(finished_before)} finished during shutdown, {reruns} re-run", ok)
+    assert ok
+
+
+def test_t1_4_redis_sigkill_under_200_jobs(cluster: Cluster, tmp_path):
+    aof = RedisServer(tmp_path / "aof", aof=True)
+    aof.start()
+    cluster.redis.stop()
+    cluster.redis = aof
+    cluster.start_web()
+    cluster.start_beat()
+    cluster.start_worker(concurrency=250)
+    ids = submit_many(cluster, 200)
+    time.sleep(2)
+    aof.kill()
+    time.sleep(1)
+    aof.start()
+    back = time.monotonic()
+    _, body = cluster.submit("after the restart")
+    probe = int(body["result"])
+    wait_for(lambda: cluster.rows([probe])[probe].status != "NOT_START", 60, "a job consumed after the restart")
+    consumed_after = time.monotonic() - back
+    cluster.wait_terminal([*ids, probe], 120)
+    stale = [t for t in cluster.rows(ids).values() if t.status not in TERMINAL]
+    missing, dups = lost(cluster, ids), cluster.duplicates(ids)
+    ok = consumed_after <= 30 and not stale and missing == 0
+    record("T1.4 Redis SIGKILL (AOF) under 200 jobs", 200, missing, dups, f"{consumed_after:.1f} s",
+           "consuming again after restart; 0 stale rows", ok)
+    aof.stop()
+    assert ok
+
+
+def test_t1_5_redis_total_loss_reenqueues_every_open_job_within_one_sweep(cluster: Cluster):
+    cluster.start_web()
+    cluster.start_beat()
+    cluster.start_worker(concurrency=150)
+    cluster.procs["fast"].stop()  # jobs wait in Redis, nobody consumes
+    ids = submit_many(cluster, 100)
+    import redis as redis_lib
+
+    try:
+        redis_lib.Redis(port=cluster.redis.port).shutdown(nosave=True)
+    except redis_lib.ConnectionError:
+        pass
+    cluster.redis.proc.wait(timeout=10)
+    cluster.redis.start()  # empty
+    back = time.monotonic()
+    cluster.start_worker(concurrency=150)
+    wait_for(lambda: all(t.status != "NOT_START" for t in cluster.rows(ids).values()), 30,
+             "every open job to be sent again and started")
+    resent = time.monotonic() - back
+    cluster.wait_terminal(ids, 90)
+    missing, dups = lost(cluster, ids), cluster.duplicates(ids)
+    ok = missing == 0 and dups == 0 and resent <= 3 + 30  # one sweep (3 s) plus a worker start
+    record("T1.5 Redis SHUTDOWN NOSAVE (total loss)", 100, missing, dups, f"{resent:.1f} s",
+           "all re-enqueued from PostgreSQL", ok)
+    assert ok
+
+
+def test_t1_6_a_job_longer_than_the_visibility_timeout_is_submitted_once(cluster: Cluster):
+    cluster.start_web()
+    cluster.start_beat()
+    cluster.start_worker()
+    _, body = cluster.submit("a long one [sim:seconds=45]")  # 1.5 x the 30 s visibility timeout
+    task_id = int(body["result"])
+    took = cluster.wait_terminal([task_id], 120)
+    task = cluster.rows([task_id])[task_id]
+    runs = cluster.submissions().get(task.properties["nonce"], 0)
+    duplicate_dropped = "duplicate message dropped" in cluster.procs["fast"].output()
+    ok = task.status == "SUCCESS" and runs == 1
+    record("T1.6 job of 1.5x visibility timeout", 1, 0 if task.status == "SUCCESS" else 1, runs - 1, f"{took:.1f} s",
+           f"{runs} upstream submission; redelivery dropped: {duplicate_dropped}", ok)
+    assert ok
+
+
+def test_t1_8_postgresql_stopped_for_60_s(tmp_path, cluster: Cluster):
+    pg = PostgresServer(Path(tempfile.mkdtemp(prefix="mjq-faults-pg-")))
+    pg.init()
+    cluster.stop()
+    (tmp_path / "on-private-pg").mkdir()
+    cluster = Cluster(tmp_path / "on-private-pg", create_database(pg.admin_url, "mjq"), cluster.redis,
+                      cluster.upstream)
+    cluster.start_web()
+    cluster.start_beat()
+    cluster.start_worker()
+    ids = submit_many(cluster, 20)
+    time.sleep(1)
+    pg.stop()
+    slowest = 0.0
+    codes: set[object] = set()
+    down_until = time.monotonic() + 60
+    while time.monotonic() < down_until:
+        t0 = time.monotonic()
+        try:
+            resp = requests.post(f"{cluster.base}/mj/submit/imagine", json={"prompt": "while down"}, timeout=10)
+            codes.add(resp.status_code)
+        except requests.RequestException:
+            codes.add("timeout")
+        slowest = max(slowest, time.monotonic() - t0)
+        time.sleep(2)
+    pg.start()
+    back = time.monotonic()
+    try:
+        cluster.wait_terminal(ids, 120)
+        missing = lost(cluster, ids)
+        ok = codes == {503} and slowest <= 5 and missing == 0
+        record("T1.8 PostgreSQL stopped 60 s", 20, missing, cluster.duplicates(ids),
+               f"{time.monotonic() - back:.1f} s",
+               f"API answered {sorted(map(str, codes))}, slowest {slowest:.2f} s", ok)
+    finally:
+        cluster.stop()
+        pg.stop()
+        shutil.rmtree(pg.dir, ignore_errors=True)
+    assert ok
+
+
+def test_t1_9_a_worker_started_before_redis_consumes_once_redis_is_up(cluster: Cluster):
+    cluster.redis.stop()
+    cluster.start_web()
+    worker = cluster.start_worker(wait_ready=False)
+    time.sleep(5)
+    cluster.redis.start()
+    up = time.monotonic()
+    _, body = cluster.submit("hello")
+    task_id = int(body["result"])
+    wait_for(lambda: cluster.rows([task_id])[task_id].status != "NOT_START", 30, "the job to be consumed")
+    consumed = time.monotonic() - up
+    ok = consumed <= 10 and "ready." in worker.output()
+    record("T1.9 worker started before Redis", 1, 0, 0, f"{consumed:.1f} s", "consumed after Redis came up", ok)
+    assert ok
+
+
+def test_ledger_200_jobs_with_worker_crashes_charge_each_success_exactly_once(cluster: Cluster):
+    from sqlalchemy import func, select
+
+    from app.models_tenancy import ApiKey, LedgerEntry
+    from app.services.keys import create_key
+    from app.services.plans import DEFAULT_PLANS
+
+    with cluster.sessions() as s:
+        key_row, key = create_key(s, "ledger", "premium", "user", DEFAULT_PLANS, balance=10_000_000)
+    plans = '{"premium": {"maxUnfinished": 500, "modes": ["FAST"], "dailyTasks": 5000, "submitsPerMinute": 5000}}'
+    cluster.extra_env["MJQ_PLANS"] = plans
+    cluster.start_web()
+    cluster.start_beat()
+    cluster.start_worker(concurrency=250)
+    ids = []
+    for i in range(200):
+        resp = requests.post(f"{cluster.base}/mj/submit/imagine", json={"prompt": f"paid fox {i} [sim:seconds=8]"},
+                             headers={"mj-api-secret": key}, timeout=10).json()
+        assert resp["code"] in (1, 22), resp
+        ids.append(int(resp["result"]))
+    crashes = 0
+    for _ in range(2):  # kill -9 the worker twice while jobs run, restart it each time
+        time.sleep(3)
+        cluster.kill("fast")
+        cluster.procs["fast"].stop()
+        crashes += 1
+        cluster.start_worker(concurrency=250)
+    recover = cluster.wait_terminal(ids, 180)
+    rows = cluster.rows(ids)
+    succeeded = {i for i, t in rows.items() if t.status == "SUCCESS"}
+    with cluster.sessions() as s:
+        charges = dict(s.execute(select(LedgerEntry.task_id, func.count()).where(LedgerEntry.kind == "charge")
+                                 .group_by(LedgerEntry.task_id)).all())
+        balance = s.get(ApiKey, key_row.id).balance
+    wrong = [i for i in ids if charges.get(i, 0) != (1 if i in succeeded else 0)]
+    ok = not wrong and balance == 10_000_000 - 14000 * len(succeeded) and len(succeeded) == 200
+    record("Ledger: 200 paid jobs, 2 worker kills", 200, 200 - len(succeeded), cluster.duplicates(ids),
+           f"{recover:.1f} s", f"{len(succeeded)} charged once each, {len(wrong)} wrong, balance consistent", ok)
+    assert ok

@@ -1,0 +1,84 @@
+"""The benchmark tools read their load generators right (no timings are asserted here)."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench import loadgen
+from bench.load import parse_wrk
+from bench.report import Row, table
+from bench.stats import percentile
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8080/mj/submit/imagine
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    14.23ms    6.10ms  80.00ms   75.00%
+    Req/Sec   290.11     30.02   350.00     70.00%
+  Latency Distribution
+     50%   13.10ms
+     75%   16.00ms
+     90%   21.00ms
+     99%  812.00us
+  2900 requests in 10.01s, 760.00KB read
+  Non-2xx or 3xx responses: 3
+  Socket errors: connect 0, read 1, write 0, timeout 2
+Requests/sec:    289.71
+Transfer/sec:     75.93KB
+"""
+
+
+def test_wrk_output_gives_the_rate_the_errors_and_the_percentiles_in_ms():
+    load = parse_wrk(WRK_OUTPUT)
+    assert (load.requests, load.errors, load.rps) == (2900, 6, 289.71)
+    assert load.p50_ms == pytest.approx(13.1) and load.p99_ms == pytest.approx(0.812)
+
+
+def test_unexpected_wrk_output_is_an_error_not_a_zero():
+    with pytest.raises(ValueError, match="unexpected wrk output"):
+        parse_wrk("wrk: connection refused")
+
+
+def test_percentiles_are_nearest_rank():
+    values = list(range(1, 101))
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) != percentile([], 50)  # NaN: no samples is not a latency
+
+
+def test_the_table_marks_missed_targets_and_leaves_figures_without_target_blank():
+    text = table([Row("P1", "a", "1", target="≥ 2", met=False), Row("P3", "b|c", "3")])
+    lines = text.splitlines()
+    assert lines[2].endswith("| ≥ 2 | **no** |") and lines[3].endswith("| — |  |") and "b\\|c" in lines[3]
+
+
+@pytest.fixture
+def local_server():
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"code":1}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/mj/submit/imagine"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("rate", [0.0, 200.0])
+def test_the_load_generator_reads_every_keep_alive_answer_of_a_local_server(local_server, rate):
+    result = loadgen.run(local_server, b'{"prompt":"x"}', seconds=0.3, connections=2, rate=rate)
+    assert result["requests"] > 0 and result["errors"] == 0
+    assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]

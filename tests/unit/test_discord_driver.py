@@ -1,0 +1,131 @@
+"""The discord driver against the fake Discord, in one process: a gateway supervisor thread writes the
+account's event stream (fakeredis), the executor runs jobs through the driver, the fake bot answers."""
+from __future__ import annotations
+
+import threading
+import time
+
+from app import protocol
+from app.models import Account, Task
+from tests.unit import discord_harness
+from workers.drivers.base import Job
+from workers.drivers.discord import with_mode
+
+harness = discord_harness.harness
+
+
+def test_an_imagine_runs_on_discord_with_progress_a_stored_grid_and_midjourneys_buttons(harness, images):
+    task_id = harness.submit("/submit/imagine", {"prompt": "a red fox in snow --ar 16:9"})
+    task = harness.run(task_id)
+    assert task["status"] == protocol.SUCCESS, task["failReason"]
+    assert task["imageUrl"].startswith("http://mjq.test/mj/image/")
+    props = task["properties"]
+    assert props["finalPrompt"] == "a red fox in snow --ar 16:9"
+    assert props["messageHash"] and props["messageId"] and props["progressMessageId"] != props["messageId"]
+    assert [b["label"] or b["emoji"] for b in task["buttons"]] == ["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4"]
+    assert all(props["messageHash"] in b["customId"] for b in task["buttons"])
+    sent = [p for p in harness.fake.interactions if p["nonce"] == props["nonce"]]
+    assert len(sent) == 1 and sent[0]["data"]["options"][0]["value"] == "a red fox in snow --ar 16:9 --fast"
+
+
+def test_the_mode_flag_follows_the_job_mode():
+    assert with_mode("a cat --relax --ar 2:3", "FAST") == "a cat --ar 2:3 --fast"
+    assert with_mode("a cat", "RELAX") == "a cat --relax"
+    assert with_mode("a cat --fast", "TURBO") == "a cat --turbo"
+
+
+def test_a_banned_prompt_embed_fails_the_job_with_title_and_description(harness):
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a cat [fake:banned]"}))
+    assert task["status"] == protocol.FAILURE
+    assert task["failReason"].startswith("[Banned prompt detected] Sorry!")
+
+
+def test_follow_ups_click_the_parents_message_and_upscale_is_one_final_message(harness, images):
+    grid = harness.run(harness.submit("/submit/imagine", {"prompt": "a red fox"}))
+    up = harness.run(harness.click(grid, "U2"))
+    assert up["status"] == protocol.SUCCESS, up["failReason"]
+    click = next(p for p in harness.fake.interactions if p["nonce"] == up["properties"]["nonce"])
+    assert click["type"] == 3 and click["message_id"] == grid["properties"]["messageId"]
+    assert click["data"]["custom_id"].endswith(grid["properties"]["messageHash"])
+    assert "Vary (Region)" in [b["label"] for b in up["buttons"]]
+
+
+def test_a_job_queued_embed_keeps_waiting_and_later_messages_match_by_interaction_id(harness):
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a queued fox [fake:queued]"}))
+    assert task["status"] == protocol.SUCCESS, task["failReason"]
+
+
+def test_a_mid_job_filter_fails_the_job_through_the_progress_message_reply(harness):
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a fox [fake:filter]"}))
+    assert task["status"] == protocol.FAILURE
+    assert task["failReason"].startswith("[Request cancelled due to output filters]")
+
+
+def test_a_pending_mod_message_fails_the_job_and_disables_the_account(harness):
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a fox [fake:blocked]"}))
+    assert task["failReason"].startswith("[Pending mod message]")
+    with harness.session_factory() as session:
+        account = session.get(Account, "dc-1")
+        assert account is not None and not account.enable
+        assert account.disabled_reason.startswith("[Pending mod message]")
+
+
+def test_credits_exhausted_limits_the_account_to_relax(harness):
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a fox [fake:credits]"}))
+    assert task["failReason"].startswith("[Credits exhausted]")
+    with harness.session_factory() as session:
+        account = session.get(Account, "dc-1")
+        assert account is not None and account.enable and account.modes == ["RELAX"]
+
+
+def test_a_redelivered_job_follows_its_recorded_reference_without_a_second_interaction(harness):
+    task_id = harness.submit("/submit/imagine", {"prompt": "a fox once"})
+    first = threading.Thread(target=harness.executor.execute, args=(task_id,))
+    first.start()
+    first.join()
+    with harness.session_factory() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        nonce, ref = task.properties["nonce"], task.upstream_id
+    # Follow again from the reference alone (what a redelivered execution does): same outcome, no new interaction.
+    driver = harness.executor.drivers["discord"]
+    job = Job(task_id, "IMAGINE", "a fox once", "FAST", "MID_JOURNEY", nonce, "dc-1",
+              {"userToken": harness.user.token, "guildId": harness.user.guild_id,
+               "channelId": harness.user.channel_id}, {"kind": "imagine"})
+    seen: list[str] = []
+
+    class Recorder:
+        def started(self, properties=None): seen.append("started")  # noqa: E704
+        def progress(self, percent, image_url, properties=None): seen.append(f"{percent}%")  # noqa: E704
+        def succeeded(self, image_url, buttons, properties, prompt_en=None): seen.append("succeeded")  # noqa: E704
+
+    with harness.session_factory() as session:
+        row = session.get(Task, task_id)
+        assert row is not None
+        row.status = protocol.IN_PROGRESS  # reopen it so the follower does not stop early
+        session.commit()
+    started = time.monotonic()
+    driver.follow(job, ref, Recorder())
+    assert seen[0] == "started" and seen[-1] == "succeeded" and time.monotonic() - started < 5
+    assert harness.fake.interaction_count(nonce) == 1
+
+
+def test_on_a_remix_account_a_variation_answers_midjourneys_modal_with_a_new_nonce(harness):
+    grid = harness.run(harness.submit("/submit/imagine", {"prompt": "a red fox"}))
+    with harness.session_factory() as session:
+        account = session.get(Account, "dc-1")
+        assert account is not None
+        account.remix = True
+        session.commit()
+    harness.user.remix = True
+    modal = harness.click(grid, "V1", code=21)
+    answer = harness.client.post("/mj/submit/modal", json={"taskId": str(modal), "prompt": "a blue fox"}).get_json()
+    assert answer["code"] == 1, answer
+    task = harness.run(modal)
+    assert task["status"] == protocol.SUCCESS, task["failReason"]
+    submit = next(p for p in harness.fake.interactions if p["type"] == 5)
+    assert submit["nonce"] != task["properties"]["nonce"]
+    assert submit["data"]["custom_id"].startswith("MJ::RemixModal::")
+    assert submit["data"]["components"][0]["components"][0] == {
+        "type": 4, "custom_id": "MJ::RemixModal::new_prompt", "value": "a blue fox"}
+    assert task["properties"]["finalPrompt"] == "a blue fox"

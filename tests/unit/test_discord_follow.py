@@ -1,0 +1,119 @@
+"""Correlation: which Discord events belong to a job (nonce → interaction → progress message → job hash)."""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from workers.drivers.discord_events import ACCOUNT_DISABLED, Event
+from workers.drivers.discord_follow import EXPECT_DESCRIBE, Tracker
+
+U = "<@1180000000000000001>"
+HASH = "3a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+OTHER = "0f9e8d7c-6b5a-4c3d-9e2f-1a0b9c8d7e6f"
+_ids = itertools.count(1)
+
+
+def event(kind: str, **data: Any) -> Event:
+    return Event(f"{next(_ids)}-0", kind, data)
+
+
+def message(kind: str, message_id: str, content: str, attachment: str | None = None, **extra: Any) -> Event:
+    attachments = [{"url": f"https://cdn.test/a/{attachment}?ex=1&is=2&hm=3&"}] if attachment else []
+    return event(kind, id=message_id, channel_id="9", content=content, attachments=attachments, **extra)
+
+
+def kinds(tracker: Tracker, events: list[Event]) -> list[str]:
+    return [step.kind for e in events for step in tracker.feed(e)]
+
+
+def test_nonce_then_progress_message_then_job_hash_lead_to_the_final_message():
+    tracker = Tracker("111", prompt="a red fox")
+    steps = kinds(tracker, [
+        event("INTERACTION_CREATE", id="500", nonce="111"),
+        message("MESSAGE_CREATE", "10", f"**a red fox** - {U} (Waiting to start)", nonce="111"),
+        message("MESSAGE_UPDATE", "10", f"**a red fox** - {U} (31%) (fast)", f"{HASH}_grid_0.webp"),
+        message("MESSAGE_UPDATE", "10", f"**a red fox** - {U} (62%) (fast)", f"{HASH}_grid_0.webp"),
+        event("MESSAGE_DELETE", id="10", channel_id="9"),
+        message("MESSAGE_CREATE", "11", f"**a red fox** - {U} (fast)", f"user_a_red_fox_{HASH}.png"),
+    ])
+    assert steps == ["started", "progress", "progress", "succeeded"]
+    assert tracker.progress_message_id == "10" and tracker.job_hash == HASH
+
+
+def test_another_jobs_messages_with_the_same_prompt_are_not_taken():
+    tracker = Tracker("111", prompt="a red fox")
+    steps = kinds(tracker, [
+        message("MESSAGE_CREATE", "10", f"**a red fox** - {U} (Waiting to start)", nonce="111"),
+        message("MESSAGE_UPDATE", "10", f"**a red fox** - {U} (31%) (fast)", f"{HASH}_grid_0.webp"),
+        # A twin job (same prompt, its own nonce and hash) finishes first: it is not ours.
+        message("MESSAGE_CREATE", "20", f"**a red fox** - {U} (Waiting to start)", nonce="222"),
+        message("MESSAGE_CREATE", "21", f"**a red fox** - {U} (fast)", f"user_a_red_fox_{OTHER}.png"),
+    ])
+    assert steps == ["started", "progress"] and not tracker.done
+
+
+def test_a_single_nonce_bearing_final_message_is_a_success():
+    tracker = Tracker("111")
+    assert kinds(tracker, [message("MESSAGE_CREATE", "10", f"**a red fox** - Image #2 {U}",
+                                   f"user_a_red_fox_{HASH}.png", nonce="111")]) == ["succeeded"]
+
+
+def test_after_job_queued_the_interaction_id_links_messages_without_the_nonce():
+    tracker = Tracker("111")
+    steps = kinds(tracker, [
+        event("INTERACTION_SUCCESS", id="500", nonce="111"),
+        event("MESSAGE_CREATE", id="9", channel_id="9", content="", nonce="111", embeds=[
+            {"title": "Job queued", "description": "Your job will start soon.", "color": 16776960}]),
+        message("MESSAGE_CREATE", "10", f"**a fox** - {U} (Waiting to start)", interaction_metadata={"id": "500"}),
+    ])
+    assert steps == ["started"]
+
+
+def test_an_error_replying_to_the_progress_message_fails_the_job():
+    tracker = Tracker("111")
+    kinds(tracker, [message("MESSAGE_CREATE", "10", f"**a fox** - {U} (Waiting to start)", nonce="111")])
+    error = event("MESSAGE_CREATE", id="12", channel_id="9", content="", message_reference={"message_id": "10"},
+                  embeds=[{"title": "Request cancelled due to output filters", "description": "Sorry!",
+                           "color": 16711680}])
+    [step] = tracker.feed(error)
+    assert step.kind == "failed" and step.reason == "[Request cancelled due to output filters] Sorry!"
+
+
+def test_vary_region_without_a_nonce_is_found_by_its_reply_to_the_parent_and_its_kind():
+    tracker = Tracker("111", parent_message_id="77", reply_kind=("variation", "Region"))
+    steps = kinds(tracker, [
+        message("MESSAGE_CREATE", "30", f"**a fox** - Variations (Strong) by {U} (Waiting to start)",
+                message_reference={"message_id": "77"}),
+        message("MESSAGE_CREATE", "31", f"**a fox** - Variations (Region) by {U} (Waiting to start)",
+                message_reference={"message_id": "77"}),
+        message("MESSAGE_UPDATE", "31", f"**a fox** - Variations (Region) by {U} (50%) (fast)", f"{HASH}_grid_0.webp"),
+        message("MESSAGE_CREATE", "32", f"**a fox** - Variations (Region) by {U} (fast)", f"a_fox_{HASH}.png",
+                message_reference={"message_id": "77"}),
+    ])
+    assert steps == ["started", "progress", "succeeded"] and tracker.progress_message_id == "31"
+
+
+def test_the_prompt_is_a_last_resort_only_after_a_start_without_any_hash():
+    tracker = Tracker("111", prompt="a  red fox --q 1")
+    kinds(tracker, [message("MESSAGE_CREATE", "10", f"**a red fox** - {U} (Waiting to start)", nonce="111")])
+    [step] = tracker.feed(message("MESSAGE_CREATE", "11", f"**a red fox** - {U} (fast)", "upload.png"))
+    assert step.kind == "succeeded"
+    fresh = Tracker("111", prompt="a red fox")
+    assert fresh.feed(message("MESSAGE_CREATE", "11", f"**a red fox** - {U} (fast)", "upload.png")) == []
+
+
+def test_a_describe_ends_on_the_embed_edit_of_its_nonce_message():
+    tracker = Tracker("111", expect=EXPECT_DESCRIBE)
+    image = {"url": "https://cdn.test/a/x.png"}
+    steps = kinds(tracker, [
+        event("MESSAGE_CREATE", id="10", channel_id="9", content="", nonce="111", embeds=[{"image": image}]),
+        event("MESSAGE_UPDATE", id="10", channel_id="9", content="", embeds=[
+            {"image": image, "description": "1️⃣ a\n\n2️⃣ b\n\n3️⃣ c\n\n4️⃣ d"}]),
+    ])
+    assert steps == ["started", "succeeded"]
+
+
+def test_a_disabled_account_ends_every_follower_with_the_reason():
+    tracker = Tracker("111")
+    [step] = tracker.feed(event(ACCOUNT_DISABLED, reason="Discord gateway closed with 4004: Authentication failed"))
+    assert step.kind == "failed" and "4004" in step.reason and tracker.done

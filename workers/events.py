@@ -1,0 +1,172 @@
+"""Task transitions: every change of a task row is one compare-and-set UPDATE and one publish.
+
+The UPDATE matches the row's id, the claim (`attempt`) the writer holds and the event
+sequence it read; a writer whose claim was taken over (a redelivered copy of the job, a
+cancel) matches nothing and gets ClaimLost instead of overwriting newer state.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol, runtime_checkable
+
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import protocol
+from app.models import Task, now_ms
+from config.errors import MjqError
+
+log = logging.getLogger(__name__)
+
+#: Redis pub/sub channel of one task's events (`{id}` is the task id).
+TASK_CHANNEL = "mjq:task:{id}"
+#: Redis pub/sub channel of every task's events, for dashboards.
+ALL_TASKS_CHANNEL = "mjq:tasks"
+#: How many times a transition re-reads the row when only its sequence moved (a concurrent writer).
+CAS_RETRIES = 5
+
+_COLUMNS = {
+    "status": "status", "progress": "progress", "imageUrl": "image_url", "failReason": "fail_reason",
+    "startTime": "start_time", "finishTime": "finish_time", "buttons": "buttons", "prompt": "prompt",
+    "promptEn": "prompt_en", "description": "description", "upstream_id": "upstream_id",
+    "upstream_state": "upstream_state",
+}
+
+
+class ClaimLost(MjqError):
+    """Raised when a worker writes to a task it no longer holds (another claim or a terminal state)."""
+
+
+@runtime_checkable
+class OutboxWriter(Protocol):
+    """A listener that writes inside the transition's own transaction (the webhook outbox).
+
+    `write_in_transaction(session, task, data, seq)` runs after the guarded UPDATE matched and
+    before the commit, so what it writes commits with the transition or not at all; it may
+    return a callable that runs once the commit succeeded (e.g. a fast-path enqueue).
+    """
+
+    def write_in_transaction(self, session: Session, task: Task, data: dict[str, Any], seq: int
+                             ) -> Callable[[], object] | None: ...
+
+
+Listener = Callable[[dict[str, Any], int], None] | OutboxWriter
+
+
+class TaskEvents:
+    """The write side of one claimed execution of a task.
+
+    `attempt` is the claim this execution holds (None for the API and the sweeper, which act on a
+    task whatever execution holds it: cancel, timeout); `listeners` are called with (task JSON, seq)
+    after each committed transition; those that are OutboxWriters write inside it instead.
+    """
+
+    def __init__(self, session_factory: sessionmaker, redis: Redis | None, task_id: int, attempt: int | None,
+                 listeners: list[Listener] | None = None, clock: Callable[[], int] = now_ms) -> None:
+        self.session_factory = session_factory
+        self.redis = redis
+        self.task_id = task_id
+        self.attempt = attempt
+        self.listeners = listeners or []
+        self.clock = clock
+
+    def transition(self, properties: dict[str, Any] | None = None, quiet: bool = False, **changes: Any
+                   ) -> dict[str, Any]:
+        """Apply `changes` (task JSON keys, plus upstream_id/upstream_state) and merge `properties`.
+
+        `quiet` is for bookkeeping that clients do not see (the upstream record): the row is
+        guarded the same way but no event is announced.
+
+        Returns the task JSON after the change. Raises ClaimLost when this execution no longer
+        holds the task or the task already reached a terminal state.
+        """
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown task fields {sorted(unknown)}")
+        for _ in range(CAS_RETRIES):
+            with self.session_factory() as session:
+                task = session.get(Task, self.task_id)
+                held = self.attempt is None or task is not None and task.attempt == self.attempt
+                if task is None or not held or task.status in protocol.TERMINAL_STATUSES:
+                    raise ClaimLost(f"task {self.task_id} is no longer held by attempt {self.attempt}")
+                values: dict[str, Any] = {_COLUMNS[k]: v for k, v in changes.items()}
+                if properties:
+                    values["properties"] = {**(task.properties or {}), **properties}
+                seen_seq = task.seq
+                values["seq"] = seen_seq + 1
+                values["updated_at"] = self.clock()
+                result = session.execute(
+                    update(Task)
+                    .where(Task.id == self.task_id, Task.seq == seen_seq,
+                           *(() if self.attempt is None else (Task.attempt == self.attempt,)))
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount != 1:
+                    session.rollback()
+                    continue  # someone wrote in between: re-read, and either retry or find the claim lost
+                fresh = session.get(Task, self.task_id, populate_existing=True)
+                assert fresh is not None
+                data = fresh.to_json()
+                after_commit = [] if quiet else self._write_outboxes(session, fresh, data)
+                session.commit()
+                if not quiet:
+                    self._announce(data, fresh.seq, after_commit)
+                return data
+        raise ClaimLost(f"task {self.task_id}: {CAS_RETRIES} concurrent writers in a row")
+
+    def _write_outboxes(self, session: Session, task: Task, data: dict[str, Any]) -> list[Callable[[], object]]:
+        after_commit = []
+        for listener in self.listeners:
+            if isinstance(listener, OutboxWriter):
+                then = listener.write_in_transaction(session, task, data, task.seq)
+                if then is not None:
+                    after_commit.append(then)
+        return after_commit
+
+    def _announce(self, data: dict[str, Any], seq: int, after_commit: list[Callable[[], object]]) -> None:
+        publish(self.redis, data, seq)
+        calls = list(after_commit)
+        for listener in self.listeners:
+            if not isinstance(listener, OutboxWriter):
+                calls.append(partial(listener, data, seq))
+        for call in calls:
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - a listener must never undo a committed transition
+                log.exception("event listener failed for task %s seq %s", self.task_id, seq)
+
+
+def publish(redis: Redis | None, data: dict[str, Any], seq: int) -> None:
+    """Publish one task event for live watchers. Redis being down loses only the live view."""
+    if redis is None:
+        return
+    message = protocol.dumps({"seq": seq, "task": data})
+    try:
+        pipe = redis.pipeline(transaction=False)
+        pipe.publish(TASK_CHANNEL.format(id=data["id"]), message)
+        pipe.publish(ALL_TASKS_CHANNEL, message)
+        pipe.execute()
+    except RedisError as exc:
+        log.warning("publish of task %s seq %s failed: %s", data["id"], seq, exc)
+
+
+def claim(session: Session, task_id: int, seen_attempt: int, worker: str, clock: Callable[[], int] = now_ms
+          ) -> int | None:
+    """Take task `task_id` for one execution: bump its attempt if it is still `seen_attempt` and open.
+
+    Returns the new attempt number (the fencing token of this execution) or None when another
+    execution claimed it first or it is no longer open.
+    """
+    result = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.attempt == seen_attempt, Task.status.in_(protocol.OPEN_STATUSES))
+        .values(attempt=seen_attempt + 1, claimed_by=worker, updated_at=clock())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return seen_attempt + 1 if result.rowcount == 1 else None  # type: ignore[attr-defined]
