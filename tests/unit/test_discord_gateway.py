@@ -1,6 +1,8 @@
 """The gateway: zlib-stream sessions, resume, invalid session, heartbeat ACKs, fatal closes, ownership leases."""
 from __future__ import annotations
 
+import time
+
 import fakeredis
 
 from app import protocol
@@ -98,6 +100,10 @@ def test_a_4004_close_disables_the_account_and_moves_its_waiting_job_to_another_
     assert moved.properties["discordInstanceId"] == "dc-2"
     assert failed.status == protocol.FAILURE and "4004" in (failed.fail_reason or "")
     assert [m["args"][0] for m in drain(celery, "mj.fast")] == [str(waiting)]
+    # The server sees the socket go once the close handshake ends; after that the gateway must not
+    # come back with the revoked token (five of its 0.2 s polls later it is still gone).
+    wait_for(lambda: not harness.fake.connected(harness.user.token), 5, "dc-1's socket to close")
+    time.sleep(1.0)
     assert not harness.fake.connected(harness.user.token)
 
 
