@@ -9,7 +9,9 @@ Settings (the reasons are in docs/architecture.md, "Delivery guarantees"):
 """
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from config import Settings
@@ -95,3 +97,11 @@ def _default_app() -> Celery:
 
 
 app = _default_app()
+
+
+@signals.worker_ready.connect
+def _warm_up(sender: Any = None, **_: Any) -> None:
+    """The first job should not pay for opening connections and loading codecs (workers/runtime.py)."""
+    from workers.runtime import warm_up_on_ready
+
+    warm_up_on_ready(sender)

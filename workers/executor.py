@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -22,6 +22,9 @@ from app.services.accounts import concurrency_for
 from workers.drivers.base import Driver, Job, UpstreamError
 from workers.events import ClaimLost, Listener, TaskEvents, claim
 from workers.scheduler import Lease, LeaseKeeper, LeaseLost, Scheduler, WaitTimeout, live_attempt, pool_of
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,8 @@ INTERRUPTED = "interrupted"
 class _Reporter:
     """Turns driver reports into guarded transitions."""
 
-    def __init__(self, events: TaskEvents, clock: Callable[[], int], variants: Callable[[str | None], dict[str, Any]]
-                 | None = None) -> None:
+    def __init__(self, events: TaskEvents, clock: Callable[[], int],
+                 variants: Callable[[str | None, Image.Image | None], dict[str, Any]] | None = None) -> None:
         self.events = events
         self.clock = clock
         # Stores the final image's thumbnail and grid cells; returns the properties naming them.
@@ -54,13 +57,13 @@ class _Reporter:
                                imageUrl=image_url)
 
     def succeeded(self, image_url: str | None, buttons: list[dict[str, Any]], properties: dict[str, Any],
-                  prompt_en: str | None = None) -> None:
+                  prompt_en: str | None = None, image: Image.Image | None = None) -> None:
         changes: dict[str, Any] = {"status": protocol.SUCCESS, "progress": "100%", "imageUrl": image_url,
                                    "buttons": buttons, "finishTime": self.clock(), "failReason": None}
         if prompt_en is not None:
             changes["promptEn"] = prompt_en
         if self.variants is not None:
-            properties = {**properties, **self.variants(image_url)}
+            properties = {**properties, **self.variants(image_url, image)}
         self.events.transition(properties=properties, **changes)
 
 
@@ -120,11 +123,11 @@ class Executor:
             if self.keeper is not None:
                 self.keeper.done(task_id)
 
-    def _variants(self, job: Job) -> Callable[[str | None], dict[str, Any]] | None:
+    def _variants(self, job: Job) -> Callable[[str | None, Image.Image | None], dict[str, Any]] | None:
         images = self.images
         if images is None:
             return None
-        return lambda url: store_variants(images, job.task_id, job.action, url, self.thumbnail_pixels)
+        return lambda url, image: store_variants(images, job.task_id, job.action, url, self.thumbnail_pixels, image)
 
     def _still_running(self, task_id: int, attempt: int) -> bool:
         if self.keeper is None:

@@ -5,6 +5,7 @@ tests install their own with `set_runtime`.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
@@ -34,6 +36,8 @@ from workers.webhook_http import Transport
 from workers.webhook_outbox import WebhookOutbox
 from workers.webhook_signing import SecretSource
 from workers.webhooks import Deliverer, celery_enqueuer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,3 +124,41 @@ def set_runtime(runtime: Runtime | None) -> None:
 def worker_name(hostname: str | None = None) -> str:
     """`<celery node name>/<pid>`: which worker process ran a job, for rows and logs."""
     return f"{hostname or socket.gethostname()}/{os.getpid()}"
+
+
+def warm_up(runtime: Runtime) -> None:
+    """Open what the first job would otherwise open on its own time: a database connection, both
+    Redis clients, and the drivers' lazy imports (Pillow's codecs).
+
+    A service that is down is only logged: the worker still starts, and each job reports its
+    own failure as it would without the warm-up.
+    """
+    from sqlalchemy import text
+
+    try:
+        with runtime.session_factory() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any driver error: the jobs will report it
+        log.warning("warm-up: database not reachable yet: %s", exc)
+    for client in (runtime.redis, runtime.scheduler.redis if runtime.scheduler else None):
+        if client is None:
+            continue
+        try:
+            client.ping()
+        except RedisError as exc:
+            log.warning("warm-up: Redis not reachable yet: %s", exc)
+    from PIL import Image
+
+    Image.init()  # registers every codec plugin now, not inside the first job's save()
+
+
+def warm_up_on_ready(sender: Any = None, **_: Any) -> None:
+    """Celery's worker_ready: build and warm this process's runtime when it runs the jobs itself.
+
+    Under the threads or solo pool the worker process is the one that runs the tasks; a prefork
+    parent must not open connections its children would inherit.
+    """
+    pool = type(getattr(sender, "pool", None)).__module__
+    if not pool.endswith(("thread", "threads", "solo")):
+        return
+    warm_up(get_runtime())

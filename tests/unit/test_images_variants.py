@@ -59,3 +59,17 @@ def test_an_image_from_elsewhere_or_undecodable_gets_no_variants_and_no_error(im
     url = images.put("7/broken.png", b"not an image")
     assert store_variants(images, 7, "IMAGINE", url) == {}
     assert store_variants(images, 7, "IMAGINE", None) == {}
+
+
+def test_cells_cut_from_the_drivers_decoded_image_match_those_read_back_from_the_store(images):
+    """A driver that holds the picture hands it over; one that does not gets the same files from the store."""
+    from workers.drivers import sim_images
+
+    grid = sim_images.render_grid("a red fox --ar 3:2", 7)
+    url = images.put("9/grid.png", sim_images.to_png(grid))
+    handed = store_variants(images, 9, "IMAGINE", url, image=grid)
+    handed_cells = [images.get(images.key_of(c["url"])) for c in handed["imageUrls"]]
+    read_back = store_variants(images, 9, "IMAGINE", url)
+    assert read_back == handed
+    assert [images.get(images.key_of(c["url"])) for c in read_back["imageUrls"]] == handed_cells
+    assert Image.open(io.BytesIO(handed_cells[1])).size == (grid.width // 2, grid.height // 2)

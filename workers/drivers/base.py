@@ -8,9 +8,12 @@ and calls `follow` with the recorded reference, so the upstream job is not submi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from config.errors import MjqError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class UpstreamError(MjqError):
@@ -47,8 +50,9 @@ class Reporter(Protocol):
         """A progress step with its preview image."""
 
     def succeeded(self, image_url: str | None, buttons: list[dict[str, Any]], properties: dict[str, Any],
-                  prompt_en: str | None = None) -> None:
-        """The final result."""
+                  prompt_en: str | None = None, image: Image.Image | None = None) -> None:
+        """The final result. `image`: the picture at `image_url` when the driver holds it decoded already
+        (the thumbnail and cells are then cut from it instead of reading the stored file back)."""
 
 
 class Driver(Protocol):

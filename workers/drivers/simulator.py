@@ -148,13 +148,16 @@ class SimulatorDriver:
                 url = self.images.put(f"{job.task_id}/progress-{percent}.webp",
                                       sim_images.to_webp(sim_images.preview(result.image, percent)))
             reporter.progress(percent, url, {"messageHash": hash_})
-        wait_until(due(1.0))
         if result is None:
             result = produce(job, self.images, seed, hash_)
+        # Like Midjourney, the upstream has its picture ready when the job's time is up: the PNG is
+        # encoded inside the job's length, not after it (only storing it waits for the deadline).
+        final_png = sim_images.to_png(result.image) if result.image is not None else None
+        wait_until(due(1.0))
         url = result.image_url
-        if result.image is not None:
-            url = self.images.put(f"{job.task_id}/{hash_}.png", sim_images.to_png(result.image))
+        if final_png is not None:
+            url = self.images.put(f"{job.task_id}/{hash_}.png", final_png)
         reporter.succeeded(url, result.buttons, {
             "messageId": message_id(job.nonce, 2), "messageHash": hash_, "flags": 0,
             "finalPrompt": job.prompt, "progressMessageId": progress_id, "seed": str(seed), **result.properties,
-        }, prompt_en=result.prompt_en)
+        }, prompt_en=result.prompt_en, image=result.image if final_png is not None else None)
