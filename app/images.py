@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,9 @@ class ImageStore(Protocol):
 
     def key_of(self, url: str) -> str | None:
         """The key whose public URL is `url`, or None for a URL this store did not make."""
+
+    def delete_task(self, task_id: int) -> int:
+        """Delete every image stored under `<task_id>/`; returns how many went."""
 
 
 def valid_key(key: str) -> bool:
@@ -71,6 +75,12 @@ class LocalImageStore:
 
     def key_of(self, url: str) -> str | None:
         return key_under(url, f"{self.base_url}/mj/image/")
+
+    def delete_task(self, task_id: int) -> int:
+        folder = self.root / str(int(task_id))
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        shutil.rmtree(folder, ignore_errors=True)
+        return len(files)
 
 
 def key_under(url: str, prefix: str) -> str | None:
@@ -135,6 +145,20 @@ class S3ImageStore:
                 return None
             raise
         return bytes(response["Body"].read())
+
+    def delete_task(self, task_id: int) -> int:
+        """Delete the objects under `<prefix><task_id>/`, a page (at most 1,000) per request."""
+        root = self._object(str(int(task_id))) + "/"
+        deleted = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                errors = answer.get("Errors", [])
+                if errors:
+                    raise OSError(f"S3 refused to delete {len(errors)} objects under {root}: {errors[0]}")
+                deleted += len(keys)
+        return deleted
 
     def url(self, key: str) -> str:
         if self.public_url:

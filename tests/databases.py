@@ -32,26 +32,44 @@ def service_missing(what: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
+def _run_as_admin(admin_url: str, statement: str) -> None:
+    conn = psycopg2.connect(admin_url, connect_timeout=5)
+    try:
+        conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """CREATE DATABASE `name` on the server `admin_url` points at; returns the new database's URL."""
+    _run_as_admin(admin_url, f'CREATE DATABASE "{name}"')
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """DROP DATABASE `name`, closing its sessions; a server that is already gone is not an error."""
+    try:
+        _run_as_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg2.Error:
+        pass
+
+
 @contextmanager
 def fresh_database(label: str, migrate: bool = True) -> Iterator[str]:
     """The URL of a new PostgreSQL database `mjq_<label>_…` (migrated unless told not), dropped afterwards."""
     name = f"mjq_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     try:
-        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
+        url = create_database(PG_ADMIN_URL, name)
     except psycopg2.OperationalError as exc:
         service_missing("PostgreSQL", exc)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     try:
         if migrate:
             upgrade(url)
         yield url
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        drop_database(PG_ADMIN_URL, name)
 
 
 @contextmanager

@@ -5,14 +5,13 @@ for long). Idempotency records go after a day. The ledger is kept: it is the bil
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import sessionmaker
 
 from app import protocol
+from app.images import ImageStore
 from app.models import Task, WebhookAttempt, WebhookDelivery, now_ms
 from app.models_tenancy import IdempotencyRecord
 from app.services.idempotency import KEEP_MS
@@ -24,11 +23,15 @@ BATCH = 500
 DAY_MS = 86_400_000
 
 
-def apply_retention(session_factory: sessionmaker, images_dir: Path, retention_days: int, batches: int = 4,
+def apply_retention(session_factory: sessionmaker, images: ImageStore, retention_days: int, batches: int = 4,
                     clock: Callable[[], int] = now_ms) -> dict[str, int]:
-    """One pass. `retention_days` 0 keeps tasks forever. Returns what was deleted."""
+    """One pass. `retention_days` 0 keeps tasks forever. Returns what was deleted.
+
+    Images go through the store (local folder or S3 bucket). A store that fails (a bucket that is
+    down) leaves those files behind and is logged; the rows are gone either way.
+    """
     now = clock()
-    done = {"tasks": 0, "deliveries": 0, "idempotency_keys": 0}
+    done = {"tasks": 0, "deliveries": 0, "idempotency_keys": 0, "images": 0}
     with session_factory() as session:
         result = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - KEEP_MS))
         done["idempotency_keys"] = int(getattr(result, "rowcount", 0) or 0)
@@ -51,7 +54,10 @@ def apply_retention(session_factory: sessionmaker, images_dir: Path, retention_d
             session.execute(delete(Task).where(Task.id.in_(ids)))
             session.commit()
         for task_id in ids:  # images after the rows: a crash leaves files, never rows pointing at nothing
-            shutil.rmtree(images_dir / str(task_id), ignore_errors=True)
+            try:
+                done["images"] += images.delete_task(task_id)
+            except Exception as exc:  # noqa: BLE001 - botocore and OS errors alike: the next tasks still go
+                log.warning("retention: images of task %s not deleted: %s", task_id, exc)
         done["tasks"] += len(ids)
         done["deliveries"] += len(deliveries)
     if any(done.values()):

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.databases import PG_ADMIN_URL
-from tests.faults.cluster import Cluster, RedisServer, create_database, drop_database
+from tests.databases import PG_ADMIN_URL, create_database, drop_database
+from tests.faults.cluster import Cluster, RedisServer
 
 RESULTS: list[dict[str, Any]] = []
 COLUMNS = ("test", "jobs", "lost", "duplicate upstream submits", "time to recover", "figure", "result")

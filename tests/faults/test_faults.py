@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.faults.cluster import TERMINAL, Cluster, PostgresServer, RedisServer, create_database
+from tests.databases import create_database
+from tests.faults.cluster import TERMINAL, Cluster, PostgresServer, RedisServer
 from tests.faults.conftest import record
 from tests.processes import wait_for
 

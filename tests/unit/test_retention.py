@@ -21,12 +21,35 @@ def test_old_finished_tasks_go_with_their_images_while_recent_and_open_ones_stay
             s.get(Task, task_id).submit_time = now - age_days * DAY_MS
         s.commit()
     assert (settings.images_dir / str(old_done)).exists()
-    done = apply_retention(session_factory, settings.images_dir, 30, clock=lambda: now)
-    assert done["tasks"] == 1 and done["deliveries"] >= 1
+    done = apply_retention(session_factory, images, 30, clock=lambda: now)
+    assert done["tasks"] == 1 and done["deliveries"] >= 1 and done["images"] >= 6  # grid, previews, cells
     with session_factory() as s:
         assert s.get(Task, old_done) is None
         assert s.get(Task, old_open) is not None and s.get(Task, recent) is not None
         assert s.query(WebhookDelivery).filter_by(task_id=old_done).count() == 0
     assert not (settings.images_dir / str(old_done)).exists()
     assert (settings.images_dir / str(recent)).exists()
-    assert apply_retention(session_factory, settings.images_dir, 0, clock=lambda: now * 2)["tasks"] == 0
+    assert apply_retention(session_factory, images, 0, clock=lambda: now * 2)["tasks"] == 0
+
+
+class _DownStore:
+    """A bucket that is unreachable: every delete fails."""
+
+    def delete_task(self, task_id: int) -> int:
+        raise OSError("connection refused")
+
+
+def test_a_store_that_cannot_delete_leaves_its_files_and_says_so_while_the_rows_still_go(client, session_factory,
+                                                                                        caplog):
+    task_ids = [int(client.post("/mj/submit/imagine", json={"prompt": p}).get_json()["result"]) for p in ("a", "b")]
+    now = 10_000 * DAY_MS
+    with session_factory() as s:
+        for task_id in task_ids:
+            task = s.get(Task, task_id)
+            task.status, task.submit_time = "FAILURE", now - 40 * DAY_MS
+        s.commit()
+    done = apply_retention(session_factory, _DownStore(), 30, clock=lambda: now)  # type: ignore[arg-type]
+    assert (done["tasks"], done["images"]) == (2, 0)
+    with session_factory() as s:
+        assert all(s.get(Task, task_id) is None for task_id in task_ids)
+    assert caplog.text.count("not deleted: connection refused") == 2

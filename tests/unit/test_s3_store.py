@@ -103,3 +103,22 @@ def test_local_is_the_default_store_and_s3_needs_a_bucket(tmp_path, sqlite_url):
     assert isinstance(make_image_store(local), LocalImageStore)
     with pytest.raises(ConfigError, match="MJQ_S3_BUCKET"):
         Settings.from_env({"MJQ_IMAGE_STORE": "s3"}, database_url=sqlite_url)
+
+
+def test_retention_deletes_an_old_tasks_objects_from_the_bucket_and_keeps_the_others(images, s3_url,
+                                                                                       session_factory):
+    from app.models import Task
+    from workers.retention import DAY_MS, apply_retention
+
+    for key in ("11/grid.png", "11/cell-1.png", "11/thumb-grid.webp", "110/grid.png", "12/grid.png"):
+        images.put(key, b"\x89PNG")
+    now = 10_000 * DAY_MS
+    with session_factory() as s:
+        for task_id, status in ((11, "SUCCESS"), (110, "NOT_START"), (12, "SUCCESS")):
+            s.add(Task(id=task_id, action="IMAGINE", status=status, submit_time=now - 40 * DAY_MS, properties={},
+                       buttons=[], mode="FAST", queue="mj.fast", attempt=0, seq=0, updated_at=now))
+        s.commit()
+    done = apply_retention(session_factory, images, 30, clock=lambda: now)
+    assert (done["tasks"], done["images"]) == (2, 4)
+    assert images.get("11/grid.png") is None and images.get("12/grid.png") is None
+    assert raw_object(s3_url, "run-1/110/grid.png") == b"\x89PNG"  # an open task's folder (and prefix 11…) stays

@@ -284,3 +284,15 @@ def test_open_image_rejects_garbage_bytes() -> None:
         sim.open_image(b"definitely not an image")
     with pytest.raises(ValueError):
         sim.open_image(sim.to_png(Image.new("RGB", (8, 8)))[:40])
+
+
+@pytest.mark.parametrize("colour", [(250, 250, 250), (128, 128, 128), (5, 5, 8)], ids=["snow", "grey", "night"])
+def test_vary_region_visibly_regenerates_even_a_flat_pale_or_dark_area(colour: tuple[int, int, int]) -> None:
+    """A hue shift alone leaves white, grey and black as they were: the new area must still look new."""
+    flat = Image.new("RGB", (256, 160), colour)
+    mask = Image.new("L", (256, 160), 0)
+    ImageDraw.Draw(mask).rectangle((128, 0, 255, 159), fill=255)
+    for seed in range(20):
+        out = sim.vary_region(flat, mask, seed)
+        assert mean_diff(out.crop((136, 0, 256, 160)), flat.crop((136, 0, 256, 160))) > 20, seed
+        assert out.crop((0, 0, 120, 160)).tobytes() == flat.crop((0, 0, 120, 160)).tobytes()

@@ -535,6 +535,14 @@ def vary_region(image: Image.Image, mask: Image.Image, seed: int) -> Image.Image
     rng = _rng("vary-region", seed, src.size)
     shift = rng.choice((-1, 1)) * rng.randint(25, 70)
     fresh = _hue_shift(src.filter(ImageFilter.GaussianBlur(min(src.size) / 20)), shift)
+    # A hue shift barely moves a pale or grey area (snow, sky): the new content also takes a tone
+    # away from the old one's, so a regenerated region always looks regenerated.
+    brightness = ImageStat.Stat(src.crop(bbox).convert("L")).mean[0]
+    if brightness > 110:
+        fresh = ImageEnhance.Brightness(fresh).enhance(rng.uniform(0.45, 0.6))
+    else:  # scaling near-black stays near black: lift it as well
+        lift, gain = rng.randint(50, 80), rng.uniform(1.3, 1.6)
+        fresh = fresh.point([min(255, round(v * gain) + lift) for v in range(256)] * 3)
     _soft_blobs(fresh, rng, _sample(src, rng, 5), rng.randint(3, 6), (140, 230), bbox)
     _word_shapes(fresh, [f"region{seed}-{k}" for k in range(3)], _sample(src, rng, 5), rng)
     # Feather only inwards: multiplying by the hard mask keeps every black-mask pixel exact.

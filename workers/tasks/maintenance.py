@@ -24,6 +24,6 @@ def reconcile_task() -> dict[str, int]:
                      dead_after_ms=int(runtime.settings.slot_lease_seconds * 1000))
     writers: list[Listener] = [w for w in (runtime.webhook_outbox, runtime.billing) if w is not None]
     done.update(sweep(runtime.session_factory, runtime.scheduler, writers, runtime.settings.max_queue_seconds))
-    done.update(apply_retention(runtime.session_factory, runtime.settings.images_dir,
+    done.update(apply_retention(runtime.session_factory, runtime.images,
                                 runtime.settings.retention_days))
     return done
