@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, celery: Any = None, redis: Redi
     services.plans = plans_from_json(settings.plans_json)
     # What a transition made by the API (cancel) writes in its transaction: the webhook delivery.
     services.event_writers = [WebhookOutbox(settings.webhook_progress_interval_seconds, settings.webhook_schedule[0],
-                                            celery_enqueuer(services.dispatcher.celery))]
+                                            celery_enqueuer(services.dispatcher.celery), images=services.images,
+                                            image_proxy_url=settings.image_proxy_url)]
     services.prices = prices_from_json(settings.prices_json)
     register_error_handlers(app)
     register_api(app)

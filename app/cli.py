@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from app.cli_client import register as register_client_commands
-from config import ConfigError, Settings, options
+from app.image_modes import IMAGE_MODES, RELAY
+from config import ConfigError, MjqError, Settings, options
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -47,7 +48,8 @@ def _webhook_secret(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    """`mjq keys create|list|revoke|credit`: the same service functions as the admin API."""
+    """`mjq keys create|list|update|revoke|credit`: the same service functions as the admin API."""
+    from app.crypto import SecretBox
     from app.db import make_engine, make_session_factory
     from app.errors import ApiError
     from app.services import keys
@@ -55,18 +57,25 @@ def _keys(args: argparse.Namespace) -> int:
     from workers.billing import credit
 
     settings = Settings.from_env()
+    box = SecretBox.from_settings(settings)
     with make_session_factory(make_engine(settings.effective_database_url))() as session:
         try:
             if args.keys_command == "create":
                 row, key = keys.create_key(session, args.name, args.plan or settings.default_plan, args.role,
-                                           plans_from_json(settings.plans_json), args.balance)
-                print(f"id {row.id}  plan {row.plan}  role {row.role}\nkey {key}\n"
-                      "store the key now: it is not shown again")
+                                           plans_from_json(settings.plans_json), args.balance, args.image_mode, box)
+                print(f"id {row.id}  plan {row.plan}  role {row.role}  image mode {row.image_mode}\nkey {key}\n"
+                      f"webhook secret {keys.webhook_secret(session, row.id, box)}\n"
+                      "store the key now: it is not shown again (the key reads its webhook secret at "
+                      "GET /mj/webhook-secret)")
             elif args.keys_command == "list":
                 for row in keys.list_keys(session):
                     state = "revoked" if row.revoked_at else "active"
                     print(f"{row.id}  {row.prefix}…  {row.name:20}  {row.role:5}  {row.plan:8}  "
-                          f"balance {row.balance if row.balance is not None else '-'}  {state}")
+                          f"balance {row.balance if row.balance is not None else '-'}  images {row.image_mode:6}  "
+                          f"{state}")
+            elif args.keys_command == "update":
+                row = keys.set_image_mode(session, args.id, args.image_mode)
+                print(f"key {row.id} image mode {row.image_mode}")
             elif args.keys_command == "revoke":
                 keys.revoke_key(session, args.id)
                 print(f"key {args.id} revoked")
@@ -74,6 +83,9 @@ def _keys(args: argparse.Namespace) -> int:
                 print(f"key {args.id} balance {credit(session, args.id, args.amount, args.note)}")
         except ApiError as exc:
             print(f"mjq: {exc.description}", file=sys.stderr)
+            return 2
+        except MjqError as exc:  # a stored webhook secret MJQ_SECRET_KEY cannot open
+            print(f"mjq: {exc}", file=sys.stderr)
             return 2
         except KeyError:
             print(f"mjq: key {args.id} not found", file=sys.stderr)
@@ -202,14 +214,19 @@ def main(argv: list[str] | None = None) -> int:
         account_parser.add_argument("--remix", action=argparse.BooleanOptionalAction, default=None)
         account_parser.add_argument("--enable", action=argparse.BooleanOptionalAction, default=None)
     accounts_parser.set_defaults(func=_accounts)
-    keys_parser = sub.add_parser("keys", help="API keys: create, list, revoke, credit")
+    keys_parser = sub.add_parser("keys", help="API keys: create, list, update, revoke, credit")
     keys_sub = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key (shown once)")
     create.add_argument("--name", required=True)
     create.add_argument("--plan", default=None, help="plan name (default MJQ_DEFAULT_PLAN)")
     create.add_argument("--role", default="user", choices=("user", "admin"))
     create.add_argument("--balance", type=int, default=None, help="tokens; omit for an unmetered key")
+    create.add_argument("--image-mode", default=RELAY, choices=IMAGE_MODES,
+                        help="image URLs the key is shown on the plain /mj mounts (default relay)")
     keys_sub.add_parser("list", help="every key (never the key itself)")
+    update = keys_sub.add_parser("update", help="change a key's image mode")
+    update.add_argument("id")
+    update.add_argument("--image-mode", required=True, choices=IMAGE_MODES)
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id")
     credit_parser = keys_sub.add_parser("credit", help="add tokens to a key's balance")

@@ -57,6 +57,8 @@ class Task(Base):
     owner: Mapped[str | None] = mapped_column(String(64))
     parent_id: Mapped[int | None] = mapped_column(BigInteger)
     notify_hook: Mapped[str | None] = mapped_column(Text)
+    # The image URL mode the task was submitted with (app/image_modes.py), for its webhook bodies; None = relay.
+    image_mode: Mapped[str | None] = mapped_column(String(8))
     # Request inputs the worker needs (data URLs are stored as image keys, not inline).
     inputs: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     # Fencing: every claim by a worker bumps `attempt`; writes carry the attempt they hold.
@@ -207,7 +209,10 @@ class WebhookDisabledEndpoint(Base):
 
 
 class WebhookSecret(Base):
-    """A signing secret by scope: "global" today; an API key's id when tenancy arrives."""
+    """A signing secret by scope: "global", or an API key's id (workers/webhook_signing.py).
+
+    `secret` is the `whsec_…` value, or for an API key's secret a Fernet token of it when
+    MJQ_SECRET_KEY is set."""
 
     __tablename__ = "webhook_secrets"
 

@@ -24,10 +24,14 @@ class ApiKey(Base):
     balance: Mapped[int | None] = mapped_column(BigInteger)  # tokens; None = not metered
     created_at: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+    # The image URL form this key is shown on the plain mounts (app/image_modes.py): origin | relay | proxy.
+    image_mode: Mapped[str] = mapped_column(String(8), default="relay", server_default="relay")
 
     def to_json(self) -> dict[str, Any]:
+        """The key as lists show it: never the key itself, nor its webhook secret."""
         return {"id": self.id, "name": self.name, "prefix": self.prefix, "role": self.role, "plan": self.plan,
-                "balance": self.balance, "createdAt": self.created_at, "revokedAt": self.revoked_at}
+                "balance": self.balance, "imageMode": self.image_mode, "createdAt": self.created_at,
+                "revokedAt": self.revoked_at}
 
 
 class LedgerEntry(Base):

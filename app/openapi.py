@@ -28,7 +28,7 @@ ERROR_STATUSES = {
     "409": "the Idempotency-Key's first request is still running (code 4)",
     "413": "the body is larger than MJQ_MAX_BODY_BYTES (code 4)",
     "422": "the Idempotency-Key was used with another body (code 4)",
-    "429": "the key's submit rate is exceeded; see Retry-After (code 9)",
+    "429": "the key's request or submit rate is exceeded; see Retry-After (code 9)",
     "503": "the database or Redis is unavailable; see Retry-After (code 9)",
 }
 SUBMIT_ANSWER = ("an envelope: code 1 submitted, 22 queued, 4 invalid (naming the field), 3 unknown task, "
@@ -172,6 +172,12 @@ def operations(page_size: int) -> list[tuple[str, str, str, Schema]]:
         ("get", "/mj/usage", "usage.own_usage",
          {"summary": "The calling key's usage", "tags": ["usage"], "parameters": [days],
           "responses": responses(envelope_any)}),
+        ("get", "/mj/webhook-secret", "usage.own_webhook_secret",
+         {"summary": "The whsec_ secret the caller's webhooks are signed with (the global one without a key)",
+          "tags": ["webhooks"], "responses": responses(envelope_any)}),
+        ("post", "/mj/webhook-secret", "usage.rotate_own_webhook_secret",
+         {"summary": "Replace that secret; attempts from now on are signed with the new one", "tags": ["webhooks"],
+          "responses": responses(envelope_any)}),
     ]
     out += admin_operations(days)
     out += account_operations(page_size)
@@ -200,6 +206,9 @@ def admin_operations(days: Schema) -> list[tuple[str, str, str, Schema]]:
           "responses": responses(env)}),
         ("get", "/mj/admin/keys", "admin.list_keys", {"summary": "Every API key", "tags": admin,
                                                       "responses": responses(env)}),
+        ("patch", "/mj/admin/keys/{keyId}", "admin.update_key",
+         {"summary": "Change a key's image mode", "tags": admin, "parameters": [kid], "body": "admin.update_key",
+          "responses": responses(env)}),
         ("delete", "/mj/admin/keys/{keyId}", "admin.revoke_key",
          {"summary": "Revoke a key", "tags": admin, "parameters": [kid], "responses": responses(env)}),
         ("post", "/mj/admin/keys/{keyId}/credit", "admin.credit_key",

@@ -134,7 +134,11 @@ def task_query_bodies() -> dict[str, Schema]:
 def admin_bodies(plans: list[str]) -> dict[str, Schema]:
     """Bodies of `/admin/keys` (app/api/admin.py, app/services/keys.py)."""
     from app.api.admin import MAX_NOTE_CHARS, MAX_TOKENS
+    from app.image_modes import IMAGE_MODES, RELAY
     from app.services.keys import ROLES
+
+    image_mode: Schema = {"type": "string", "enum": list(IMAGE_MODES), "default": RELAY,
+                          "description": "the image URL form this key's answers show on the plain mounts"}
 
     plan: Schema = {"type": "string", "description": "the plan (default: MJQ_DEFAULT_PLAN)"}
     if plans:
@@ -143,8 +147,10 @@ def admin_bodies(plans: list[str]) -> dict[str, Schema]:
         "create_key": body({"name": {"type": "string", "minLength": 1, "maxLength": 128},
                             "plan": plan, "role": {"type": "string", "enum": list(ROLES), "default": "user"},
                             "balance": {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS, "nullable": True,
-                                        "description": "tokens; omit for unmetered"}},
+                                        "description": "tokens; omit for unmetered"},
+                            "imageMode": image_mode},
                            ("name",), {"name": "team-a", "role": "user"}),
+        "update_key": body({"imageMode": image_mode}, (), {"imageMode": "proxy"}),
         "credit_key": body({"amount": {"type": "integer", "not": {"enum": [0]}, "minimum": -MAX_TOKENS,
                                        "maximum": MAX_TOKENS,
                                        "description": "tokens to add (negative to take)"},

@@ -317,8 +317,10 @@ class Settings:
     )
     plans_json: str = _opt(
         "MJQ_PLANS", _str, "",
-        'plans as JSON {"name": {"maxUnfinished", "modes", "dailyTasks", "submitsPerMinute"}}; '
-        "empty = basic/vip/premium",
+        'plans as JSON {"name": {"maxUnfinished", "modes", "dailyTasks", "submitsPerMinute", "requestsPerMinute"}}'
+        " (requestsPerMinute optional: without it only submits are limited); empty = basic (3 unfinished, FAST/RELAX,"
+        " 200/day, 30 submits and 600 requests per minute), vip (20, +TURBO, 2000, 60, 3000), premium (50, +TURBO,"
+        " 10000, 120, 6000)",
     )
     prices_json: str = _opt(
         "MJQ_PRICES", _str, "",
@@ -335,7 +337,9 @@ class Settings:
     )
     retention_days: int = _opt(
         "MJQ_RETENTION_DAYS", _int(0, 36_500), 30,
-        "finished tasks older than this many days are deleted with their images and webhook history (0 = keep)",
+        "finished tasks older than this many days are deleted with their images and webhook history, in batches;"
+        " a task whose webhook is still being retried waits for it; an older open task loses the deliveries settled"
+        " before the cutoff (0 = keep forever)",
     )
     slot_lease_seconds: float = _opt(
         "MJQ_SLOT_LEASE_SECONDS", _float(1, 3600), 30.0,

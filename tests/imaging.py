@@ -6,7 +6,7 @@ import io
 
 from PIL import Image, ImageChops, ImageStat
 
-_MIME = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+_MIME = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
 
 
 def data_url(image: Image.Image, fmt: str = "PNG") -> str:

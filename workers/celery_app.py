@@ -1,10 +1,13 @@
 """The one Celery app, built from config. `celery -A workers.celery_app ...` runs it.
 
-Settings (the reasons are in docs/architecture.md, "Delivery guarantees"):
+Settings (the reasons, and what each does under the threads pool the Procfile runs, are in
+docs/architecture.md, "Delivery guarantees"):
 - late acks + reject on worker lost: a crashed worker's job is redelivered, not dropped;
   the executor's claim counter caps a job that keeps killing its worker (poison).
 - prefetch 1: a worker reserves only what it can run; waiting jobs stay in the queue for others.
-- soft < hard time limit < visibility timeout: Redis never redelivers a job still running.
+- soft < hard time limit < visibility timeout (checked at start): under prefork a job is
+  stopped before Redis would redeliver it; under threads the limits do not apply and a
+  redelivered copy of a running job is dropped by the executor's heartbeat check.
 - results are not stored: PostgreSQL holds every outcome.
 """
 from __future__ import annotations

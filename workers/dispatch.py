@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from celery import Celery
 
@@ -21,10 +22,20 @@ class Dispatcher:
 
         The Celery task id is the mjq task id, so an admin finds the job in Flower by its id.
         """
+        return bool(self.execute_many([(task_id, action, queue)]))
+
+    def execute_many(self, jobs: Iterable[tuple[int, str, str]]) -> list[int]:
+        """Enqueue `(task_id, action, queue)` executions over one broker connection; the ids sent.
+
+        Stops at the first broker failure: the rest are left to the reconciler's next pass.
+        """
+        sent: list[int] = []
         try:
-            self.celery.send_task(EXECUTE, args=[str(task_id), action], queue=queue, routing_key=queue,
-                                  task_id=str(task_id))
-            return True
+            with self.celery.producer_or_acquire() as producer:
+                for task_id, action, queue in jobs:
+                    self.celery.send_task(EXECUTE, args=[str(task_id), action], queue=queue, routing_key=queue,
+                                          task_id=str(task_id), producer=producer)
+                    sent.append(task_id)
         except Exception as exc:  # noqa: BLE001 - any broker failure means "not sent"; the reconciler retries
-            log.warning("enqueue of task %s on %s failed: %s", task_id, queue, exc)
-            return False
+            log.warning("enqueue failed after %d of the jobs: %s", len(sent), exc)
+        return sent

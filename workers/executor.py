@@ -5,23 +5,36 @@ Plain functions and classes, no Celery: the `mj.execute` shell calls `Executor.e
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import protocol
 from app.image_variants import THUMBNAIL_PIXELS, store_variants
 from app.images import ImageStore
 from app.models import Account, Task, now_ms
-from app.services.accounts import concurrency_for
-from workers.drivers.base import Driver, Job, UpstreamError
+from app.schemas import AccountFilter
+from app.services.accounts import choose_account, concurrency_for, eligible_accounts
+from workers.drivers.base import Driver, Job, UpstreamBusy, UpstreamError, abandon
 from workers.events import ClaimLost, Listener, TaskEvents, claim
-from workers.scheduler import Lease, LeaseKeeper, LeaseLost, Scheduler, WaitTimeout, live_attempt, pool_of
+from workers.scheduler import (
+    Candidate,
+    Lease,
+    LeaseKeeper,
+    LeaseLost,
+    QueueFull,
+    Scheduler,
+    WaitTimeout,
+    live_attempt,
+    pool_of,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -30,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: A job whose worker died this many times while running it is failed instead of run again.
 MAX_ATTEMPTS = 3
+#: Seconds a job refused as busy (UpstreamBusy) waits, off its slot, before each new try on its account.
+BUSY_BACKOFF_SECONDS = (2.0, 5.0, 15.0)
 
 # What an execution ended with (returned for logs and tests).
 DONE = "done"
@@ -37,6 +52,36 @@ SKIPPED = "skipped"
 LOST = "lost"
 FAILED = "failed"
 INTERRUPTED = "interrupted"
+
+
+def admit_elsewhere(session: Session, scheduler: Scheduler | None, task: Task, exclude: set[str],
+                    drivers: set[str] | None = None) -> Account | None:
+    """Queue `task` on another eligible account (not in `exclude`; with a driver of `drivers` when given), chosen
+    and admitted as a new submit is; None when no account can take it (none eligible, every queue full, Redis
+    down)."""
+    candidates = [a for a in eligible_accounts(session, task.mode, task.bot_type, AccountFilter())
+                  if a.id not in exclude and (drivers is None or a.driver in drivers)]
+    if not candidates:
+        return None
+    if scheduler is None:
+        return choose_account(session, candidates, task.mode)
+    try:
+        admission = scheduler.admit([Candidate(a.id, concurrency_for(a, task.mode), a.queue_size, a.weight)
+                                     for a in candidates], pool_of(task.mode), task.id, task.submit_time)
+    except (QueueFull, RedisError) as exc:
+        log.warning("task %s cannot move: %s", task.id, exc)
+        return None
+    return next(a for a in candidates if a.id == admission.account_id)
+
+
+@dataclass
+class _Placement:
+    """Where an execution runs now: a busy upstream may move it to another account before it is submitted."""
+
+    account: Account
+    driver: Driver
+    job: Job
+    lease: Lease | None
 
 
 class _Reporter:
@@ -85,6 +130,8 @@ class Executor:
     #: Where final images are stored: their thumbnail and grid cells go there too (None = none made).
     images: ImageStore | None = None
     thumbnail_pixels: int = THUMBNAIL_PIXELS
+    busy_backoff_seconds: tuple[float, ...] = BUSY_BACKOFF_SECONDS
+    sleep: Callable[[float], None] = time.sleep
 
     def execute(self, task_id: int) -> str:
         """Run task `task_id` to a terminal state (or stop when another execution holds it)."""
@@ -154,21 +201,19 @@ class Executor:
                 self._forget(account, job)
                 self._fail(events, refusal or "no account")
                 return FAILED
-            lease = self._acquire(account, job, submit_ms)
+            at = _Placement(account, driver, job, self._acquire(account, job, submit_ms))
             try:
                 if upstream_state != "SUBMITTED" or not upstream_id:
-                    # Recorded before the call: a crash inside it leaves SUBMITTING, so the next
-                    # execution knows a duplicate submission is possible.
-                    events.transition(quiet=True, upstream_state="SUBMITTING")
-                    lease = self._still_held(lease, account, job, submit_ms)
-                    if lease is not None:
-                        job = replace(job, slot_token=lease.token, slot_index=lease.slot)
-                    upstream_id = driver.submit(job)
-                    events.transition(upstream_id=upstream_id, upstream_state="SUBMITTED",
-                                      status=protocol.SUBMITTED, progress="0%", startTime=self.clock())
-                driver.follow(job, upstream_id, _Reporter(events, self.clock, self._variants(job)))
+                    upstream_id = self._submit(events, at, attempt, submit_ms)
+                    try:
+                        events.transition(upstream_id=upstream_id, upstream_state="SUBMITTED",
+                                          status=protocol.SUBMITTED, progress="0%", startTime=self.clock())
+                    except ClaimLost:
+                        abandon(at.driver, at.job, upstream_id)
+                        raise
+                at.driver.follow(at.job, upstream_id, _Reporter(events, self.clock, self._variants(at.job)))
             finally:
-                self._release(lease)
+                self._release(at.lease)
             return DONE
         except WaitTimeout as exc:
             self._fail(events, str(exc))
@@ -190,6 +235,70 @@ class Executor:
             log.exception("task %s failed unexpectedly", task_id)
             self._fail(events, f"[Internal Error] {type(exc).__name__}: {exc}")
             return FAILED
+
+    def _submit(self, events: TaskEvents, at: _Placement, attempt: int, submit_ms: int) -> str:
+        """Submit the job upstream once it holds a slot; returns the upstream reference.
+
+        An upstream with no room (UpstreamBusy) started nothing: a new job moves to another eligible account
+        (its slot given back, admitted there, the move recorded on the row) and is submitted there; a follow-up
+        (pinned to its parent's account), or a job no other account can take, gives its slot back and queues
+        again on its account after each of `busy_backoff_seconds`. Raises UpstreamBusy after the last.
+        """
+        delays = iter(self.busy_backoff_seconds)
+        tried = [at.account.id]
+        while True:
+            # Recorded before the call: a crash inside it leaves SUBMITTING, so the next
+            # execution knows a duplicate submission is possible.
+            events.transition(quiet=True, upstream_state="SUBMITTING")
+            at.lease = self._still_held(at.lease, at.account, at.job, submit_ms)
+            if at.lease is not None:
+                at.job = replace(at.job, slot_token=at.lease.token, slot_index=at.lease.slot)
+            try:
+                return at.driver.submit(at.job)
+            except UpstreamBusy as exc:
+                self._release(at.lease)
+                at.lease = None
+                moved = self._move(at, attempt, set(tried))
+                if moved is not None:
+                    log.info("task %s: account %s is busy (%s); moved to account %s", at.job.task_id, tried[-1],
+                             exc, moved.id)
+                    tried.append(moved.id)
+                else:
+                    delay = next(delays, None)
+                    if delay is None:
+                        raise UpstreamBusy(f"{exc}; gave up after {len(tried) + len(self.busy_backoff_seconds)} "
+                                           f"tries (accounts tried: {', '.join(tried)})") from None
+                    log.info("task %s: account %s is busy (%s); queued again in %g s", at.job.task_id,
+                             at.account.id, exc, delay)
+                    self.sleep(delay)
+                at.lease = self._acquire(at.account, at.job, submit_ms)
+
+    def _move(self, at: _Placement, attempt: int, tried: set[str]) -> Account | None:
+        """Put a new job (not a follow-up) on another eligible account and record it on the row: its account and
+        `properties.movedFrom`. Updates `at` and returns the account, or None when the job stays where it is.
+        Raises ClaimLost when the row changed hands or ended meanwhile."""
+        with self.session_factory() as session:
+            task = session.get(Task, at.job.task_id)
+            if task is None or task.parent_id is not None:
+                return None
+            chosen = admit_elsewhere(session, self.scheduler, task, tried, set(self.drivers))
+            if chosen is None:
+                return None
+            properties = {**(task.properties or {}), "discordInstanceId": chosen.id,
+                          "movedFrom": [*(task.properties or {}).get("movedFrom", []), at.account.id]}
+            # Fenced like a transition: a cancel or another claim since the read leaves the row alone.
+            moved = session.execute(
+                update(Task).where(Task.id == task.id, Task.attempt == attempt, Task.status == protocol.NOT_START)
+                .values(account_id=chosen.id, properties=properties, seq=Task.seq + 1, updated_at=self.clock())
+                .execution_options(synchronize_session=False)).rowcount
+            session.commit()
+        job = replace(at.job, account_id=chosen.id, account_settings=self._settings_of(chosen), slot_token=None,
+                      slot_index=0)
+        if moved != 1:
+            self._forget(chosen, job)
+            raise ClaimLost(f"task {job.task_id} changed while it moved off the busy account {at.account.id}")
+        at.account, at.driver, at.job = chosen, self.drivers[chosen.driver], job
+        return chosen
 
     def _settings_of(self, account: Account | None) -> dict[str, Any]:
         if account is None:

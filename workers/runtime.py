@@ -81,9 +81,11 @@ def build_runtime(settings: Settings, celery: Any = None) -> Runtime:
     session_factory = make_session_factory(engine)
     drivers["mjproxy"] = MjproxyDriver.from_settings(settings, images, session_factory, redis)
     enqueue = celery_enqueuer(celery) if celery is not None else None
-    outbox = WebhookOutbox(settings.webhook_progress_interval_seconds, settings.webhook_schedule[0], enqueue)
+    outbox = WebhookOutbox(settings.webhook_progress_interval_seconds, settings.webhook_schedule[0], enqueue,
+                           images=images, image_proxy_url=settings.image_proxy_url)
+    box = SecretBox.from_settings(settings)
     deliverer = Deliverer(session_factory, Transport(settings.webhook_allow_private),
-                          SecretSource(session_factory, settings.webhook_secret), settings.webhook_schedule,
+                          SecretSource(session_factory, settings.webhook_secret, box), settings.webhook_schedule,
                           settings.webhook_timeout_seconds, enqueue, worker=worker_name())
     # Waiting for a slot blocks on BLPOP for up to MAX_BLOCK_SECONDS: this client's timeout must be longer.
     slots_redis = Redis.from_url(settings.redis_url, socket_timeout=MAX_BLOCK_SECONDS + 5, socket_connect_timeout=3,
@@ -94,8 +96,7 @@ def build_runtime(settings: Settings, celery: Any = None) -> Runtime:
                                               Dispatcher(celery) if celery is not None else None, [outbox])
     return Runtime(settings, session_factory, redis, images, drivers,
                    Dispatcher(celery) if celery is not None else None, outbox, deliverer, scheduler,
-                   LeaseKeeper(scheduler), BillingWriter(prices_from_json(settings.prices_json)),
-                   SecretBox.from_settings(settings))
+                   LeaseKeeper(scheduler), BillingWriter(prices_from_json(settings.prices_json)), box)
 
 
 def count_running_jobs(session_factory: sessionmaker) -> int:

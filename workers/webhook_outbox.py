@@ -10,6 +10,9 @@ Coalescing: a progress event (IN_PROGRESS after IN_PROGRESS) is due no sooner th
 event has not been attempted yet it is replaced by the newer one (same row, new seq and
 webhook-id), so a receiver gets at most one progress POST per interval and always the latest
 numbers. SUBMITTED, the start of IN_PROGRESS and terminal events are never coalesced.
+
+The body is the task JSON in the image mode the task was submitted with (`tasks.image_mode`,
+app/image_modes.py; relay when none was recorded), so it matches what `fetch` returns on that mount.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import protocol
+from app.image_modes import RELAY, present
+from app.images import ImageStore
 from app.models import Task, WebhookAttempt, WebhookDelivery, WebhookDisabledEndpoint, now_ms
 from config.errors import MjqError
 from workers.webhooks import (
@@ -51,11 +56,16 @@ class WebhookOutbox:
     """Writes delivery rows inside task transitions. One per process; holds no per-task state."""
 
     def __init__(self, progress_interval_seconds: float = 2.0, first_delay_seconds: float = 0.0,
-                 enqueue: Enqueue | None = None, clock: Callable[[], int] = now_ms) -> None:
+                 enqueue: Enqueue | None = None, clock: Callable[[], int] = now_ms,
+                 images: ImageStore | None = None, image_proxy_url: str = "") -> None:
+        """`images` and `image_proxy_url` (MJQ_IMAGE_PROXY_URL) render proxy-mode bodies; without them
+        those stay relay (origin needs neither)."""
         self.progress_interval_ms = int(progress_interval_seconds * 1000)
         self.first_delay_ms = int(first_delay_seconds * 1000)
         self.enqueue = enqueue
         self.clock = clock
+        self.images = images
+        self.image_proxy_url = image_proxy_url
 
     def write_in_transaction(self, session: Session, task: Task, data: dict[str, Any], seq: int
                              ) -> Callable[[], object] | None:
@@ -65,7 +75,8 @@ class WebhookOutbox:
             return None
         now = self.clock()
         endpoint = endpoint_key(url)
-        body = protocol.dumps(data)
+        # The body a client of the task's mount would fetch: the image mode it was submitted with.
+        body = protocol.dumps(present(data, task.image_mode or RELAY, self.images, self.image_proxy_url))
         due = now + self.first_delay_ms
         latest = session.scalars(select(WebhookDelivery).where(
             WebhookDelivery.task_id == task.id, WebhookDelivery.endpoint == endpoint,

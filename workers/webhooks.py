@@ -8,6 +8,10 @@ sweep finds the row again. Each attempt claims its row with a compare-and-set an
 so two messages for one row make one POST, and a worker killed mid-POST leaves a lease that
 expires and an attempt that is made again (at least once; every copy has the same webhook-id).
 
+Each attempt is signed with the task owner's secret as the claim reads it (workers/webhook_signing.py),
+so a rotated secret applies from the next attempt on; a secret this process cannot open means no POST
+and a retry on the schedule.
+
 Outcomes: 2xx delivered (older pending events of the task are superseded); 410 disables the
 URL; a refused URL (workers/ssrf.py) fails at once; anything else (3xx, 4xx, 5xx, no answer)
 is retried after the schedule's next delay, ±10 % jitter, or after `Retry-After` on 429/503
@@ -24,16 +28,17 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from sqlalchemy.sql.expression import Exists
 
-from app.models import WebhookAttempt, WebhookDelivery, WebhookDisabledEndpoint, now_ms
+from app.models import WebhookAttempt, WebhookDelivery, WebhookDisabledEndpoint, WebhookSecret, now_ms
+from config.errors import MjqError
 from workers import queues
 from workers.ssrf import UrlRefused
 from workers.webhook_http import Answer, PostFailed, Transport
-from workers.webhook_signing import SecretSource, signed_headers
+from workers.webhook_signing import GLOBAL_SCOPE, SecretSource, signed_headers
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +139,12 @@ def _older_in_flight(task_id: Any, endpoint: Any, seq: Any, now: int) -> Exists:
     ))
 
 
+#: The signing secret of a delivery's owner, read in the claim's own statement (no extra round trip).
+_SECRET_OF_ROW = (select(WebhookSecret.secret)
+                  .where(WebhookSecret.scope == func.coalesce(WebhookDelivery.owner, GLOBAL_SCOPE))
+                  .correlate(WebhookDelivery).scalar_subquery())
+
+
 def newer_delivered(session: Session, row: WebhookDelivery) -> bool:
     """Whether a later event of the same task already reached the same URL (sending `row` would roll it back)."""
     return bool(session.scalar(select(_newer_delivered(row.task_id, row.endpoint, row.seq))))
@@ -157,6 +168,8 @@ class Claimed:
     owner: str | None
     body: str
     attempt: int
+    #: The owner's `webhook_secrets` value at the claim (None when it has none yet): a rotation counts from here.
+    secret: str | None
 
 
 @dataclass
@@ -180,17 +193,23 @@ class Deliverer:
             return claimed
         started = self.clock()
         body = claimed.body.encode()
-        headers = signed_headers(self.secrets.key_for(claimed.owner), claimed.event_id, started // 1000, body,
-                                 claimed.seq)
         answer: Answer | None = None
         error: str | None = None
         permanent = False
         try:
-            answer = self.transport.post(claimed.url, body, headers, self.timeout_seconds)
-        except UrlRefused as exc:
-            error, permanent = f"refused: the URL {exc}", exc.permanent
-        except PostFailed as exc:
-            error = str(exc)
+            key = self.secrets.key_for(claimed.owner, claimed.secret)
+        except (MjqError, ValueError) as exc:
+            # Nothing is sent unsigned: the attempt fails and is retried on the schedule (the operator
+            # may restore MJQ_SECRET_KEY, or the key may rotate its secret).
+            error = f"cannot sign: {exc}"
+        else:
+            headers = signed_headers(key, claimed.event_id, started // 1000, body, claimed.seq)
+            try:
+                answer = self.transport.post(claimed.url, body, headers, self.timeout_seconds)
+            except UrlRefused as exc:
+                error, permanent = f"refused: the URL {exc}", exc.permanent
+            except PostFailed as exc:
+                error = str(exc)
         return self._record(claimed, started, answer, error, permanent)
 
     def _claim(self, delivery_id: int) -> Claimed | str:
@@ -206,7 +225,8 @@ class Deliverer:
                 ~exists().where(WebhookDisabledEndpoint.endpoint == d.endpoint),
             ).values(status=DELIVERING, attempts=d.attempts + 1, locked_until=lease, last_attempt_at=now,
                      updated_at=now)
-                .returning(d.id, d.task_id, d.seq, d.event_id, d.url, d.endpoint, d.owner, d.body, d.attempts)
+                .returning(d.id, d.task_id, d.seq, d.event_id, d.url, d.endpoint, d.owner, d.body, d.attempts,
+                           _SECRET_OF_ROW)
                 .execution_options(synchronize_session=False)).first()
             session.commit()
             if got is not None:

@@ -6,17 +6,18 @@ from __future__ import annotations
 from flask import Blueprint, Flask, current_app, g, request
 
 from app import Services
-from app.api.auth import authenticate
+from app.api.auth import authenticate, caller
+from app.db import db
+from app.image_modes import ORIGIN, PROXY, RELAY, key_image_mode
 
 MOUNTS = {"mj": ("/mj", None), "mj_fast": ("/mj-fast/mj", "FAST"), "mj_relax": ("/mj-relax/mj", "RELAX"),
           "mj_turbo": ("/mj-turbo/mj", "TURBO")}
-#: The image URL mode each mount promises (app/image_modes.py): the mounts above relay; each also has
-#: `-origin`, `-relay` and `-proxy` twins (`/mj-relax-proxy/mj`, `/mj-origin/mj`, ...).
-IMAGE_MODES = {name: "relay" for name in MOUNTS}
-IMAGE_MODES.update({f"{name}_{image_mode}": image_mode for name in list(MOUNTS)
-                    for image_mode in ("origin", "relay", "proxy")})
+#: The image URL mode each twin mount names (app/image_modes.py): every mount above also has `-origin`,
+#: `-relay` and `-proxy` twins (`/mj-relax-proxy/mj`, `/mj-origin/mj`, ...); the mounts above name none.
+NAMED_IMAGE_MODES = {f"{name}_{image_mode}": image_mode for name in list(MOUNTS)
+                     for image_mode in (ORIGIN, RELAY, PROXY)}
 MOUNTS.update({name: (f"/{name.replace('_', '-')}/mj", MOUNTS[name.rsplit("_", 1)[0]][1])
-               for name in IMAGE_MODES if name not in MOUNTS})
+               for name in NAMED_IMAGE_MODES})
 #: Endpoints anyone may call: images are fetched by browsers and chat clients without headers.
 PUBLIC_ENDPOINTS = {"images.image"}
 
@@ -32,9 +33,18 @@ def path_mode() -> str | None:
 
 
 def path_image_mode() -> str:
-    """relay/origin/proxy: the image URL mode of the mount the request came through (relay by default)."""
+    """relay/origin/proxy for this request: the mount's when it names one (`/mj-proxy/mj`), else the calling
+    key's `imageMode`, else relay (the bootstrap secret, open mode)."""
     top = request.blueprints[-1] if request.blueprints else ""
-    return IMAGE_MODES.get(top, "relay")
+    named = NAMED_IMAGE_MODES.get(top)
+    if named is not None:
+        return named
+    key_id = caller().key_id
+    if key_id is None:
+        return RELAY
+    if "mjq_key_image_mode" not in g:  # once per request: list answers serialize many tasks
+        g.mjq_key_image_mode = key_image_mode(db.session(), key_id)
+    return str(g.mjq_key_image_mode)
 
 
 def require_caller() -> None:

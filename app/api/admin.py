@@ -1,14 +1,21 @@
-"""`/admin/*`: API keys, credits, usage and statistics (admin keys only), and `/usage` for any key."""
+"""`/admin/*`: API keys, credits, usage and statistics (admin keys only); `/usage` and `/webhook-secret`
+for any caller (its own; the bootstrap secret and open mode see the global webhook secret)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, Response, request
+from sqlalchemy.orm import Session
 
 from app import protocol, schemas
 from app.api import services
+from app.api.accounts import box
 from app.api.auth import caller, require_admin
 from app.api.responses import json_response
+from app.crypto import SecretKeyMissing, SecretUnreadable
 from app.db import db
-from app.errors import NotFound, TaskNotFound, ValidationFailed
+from app.errors import ApiError, NotFound, TaskNotFound, ValidationFailed
+from app.image_modes import RELAY
 from app.models import now_ms
 from app.services import keys, usage
 from workers.billing import credit
@@ -22,6 +29,12 @@ MAX_NOTE_CHARS = 1000
 MAX_TOKENS = 10**15
 #: Usage and statistics look back this many days unless `?days=` says otherwise.
 DEFAULT_DAYS = 30
+#: Fields of a key that `PATCH /admin/keys/<id>` changes.
+UPDATABLE_KEY_FIELDS = frozenset({"imageMode"})
+
+
+class WebhookSecretUnavailable(ApiError):
+    """Raised when a key's stored webhook secret cannot be opened with MJQ_SECRET_KEY (code 9: configuration)."""
 
 
 def ok(result: object, description: str = "Success") -> Response:
@@ -43,7 +56,7 @@ def admins_only() -> None:
 @bp.post("/keys")
 def create_key() -> Response:
     body = schemas.parse_json_body(request.get_data())
-    for field in ("name", "plan", "role"):
+    for field in ("name", "plan", "role", "imageMode"):
         if body.get(field) is not None and not isinstance(body[field], str):
             raise ValidationFailed(f"{field} must be a string")
     balance = body.get("balance")
@@ -51,10 +64,25 @@ def create_key() -> Response:
                                 or not 0 <= balance <= MAX_TOKENS):
         raise ValidationFailed(f"balance must be a whole number of tokens, 0..{MAX_TOKENS} (omit it for unmetered)")
     plan = body.get("plan") or services().settings.default_plan
-    row, key = keys.create_key(db.session(), str(body.get("name") or ""), plan, body.get("role") or "user",
-                               services().plans, balance)
+    session = db.session()
+    row, key = keys.create_key(session, str(body.get("name") or ""), plan, body.get("role") or "user",
+                               services().plans, balance, body.get("imageMode") or RELAY, box())
     return ok({"id": row.id, "key": key, "name": row.name, "plan": row.plan, "role": row.role,
-               "balance": row.balance}, "Key created: store it now, it is not shown again")
+               "balance": row.balance, "imageMode": row.image_mode,
+               "webhookSecret": _secret(keys.webhook_secret, session, row.id)},
+              "Key created: store the key now, it is not shown again")
+
+
+@bp.patch("/keys/<key_id>")
+def update_key(key_id: str) -> Response:
+    body = schemas.parse_json_body(request.get_data())
+    unknown = sorted(set(body) - UPDATABLE_KEY_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"{unknown[0]} cannot be changed (a key can change: {', '.join(UPDATABLE_KEY_FIELDS)})")
+    session = db.session()
+    row = keys.set_image_mode(session, key_id, body["imageMode"]) if "imageMode" in body else \
+        keys.get_key(session, key_id)
+    return ok(row.to_json(), "Key updated")
 
 
 @bp.get("/keys")
@@ -99,3 +127,27 @@ def own_usage() -> Response:
     if who.key_id is None and not who.is_admin:
         raise TaskNotFound("no key")
     return ok(usage.usage(db.session(), who.key_id, _since()))
+
+
+@user.get("/webhook-secret")
+def own_webhook_secret() -> Response:
+    return ok(_secret_json(_secret(keys.webhook_secret, db.session(), caller().key_id)))
+
+
+@user.post("/webhook-secret")
+def rotate_own_webhook_secret() -> Response:
+    secret = _secret(keys.rotate_webhook_secret, db.session(), caller().key_id)
+    return ok(_secret_json(secret), "Webhook secret rotated: attempts from now on are signed with it")
+
+
+def _secret_json(secret: str) -> dict[str, object]:
+    key_id = caller().key_id
+    return {"keyId": key_id, "scope": "key" if key_id else "global", "webhookSecret": secret}
+
+
+def _secret(action: Callable[..., str], session: Session, key_id: str | None) -> str:
+    """`action` (read or rotate) on the webhook secret of `key_id` (None: the global one)."""
+    try:
+        return action(session, key_id, box(), services().settings.webhook_secret)
+    except (SecretKeyMissing, SecretUnreadable) as exc:
+        raise WebhookSecretUnavailable(str(exc)) from None

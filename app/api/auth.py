@@ -9,11 +9,12 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from flask import g, request
+from flask import current_app, g, request
 
 from app.db import db
 from app.errors import ApiError, Unauthorized
 from app.services.keys import find_key
+from app.services.tenancy import REQUESTS, check_rate
 
 
 class Forbidden(ApiError):
@@ -53,17 +54,33 @@ def presented_secret() -> str | None:
 
 
 def authenticate(api_secret: str) -> Caller:
-    """The caller of this request. Raises Unauthorized (401)."""
+    """The caller of this request, counted against its key's request rate.
+
+    Raises Unauthorized (401), TooManyRequests (429).
+    """
     given = presented_secret()
     if given and api_secret and hmac.compare_digest(given.encode(), api_secret.encode()):
         return BOOTSTRAP
     if given:
         key = find_key(db.session(), given)
         if key is not None:
-            return Caller(key_id=key.id, role=key.role, plan=key.plan, balance=key.balance)
+            who = Caller(key_id=key.id, role=key.role, plan=key.plan, balance=key.balance)
+            limit_requests(who)
+            return who
     if not api_secret:
         return BOOTSTRAP  # open mode: no secret configured, unknown credentials are not refused
     raise Unauthorized("missing or wrong API key: send header mj-api-secret or Authorization: Bearer")
+
+
+def limit_requests(who: Caller) -> None:
+    """Count a user key's request against its plan's requestsPerMinute, shared by every API process
+    through Redis. Admins (the bootstrap secret, admin keys) are not limited. Raises TooManyRequests (429)."""
+    if who.key_id is None or who.is_admin:
+        return
+    svc = current_app.extensions["mjq"]  # app.api.services() would import this module back
+    plan = svc.plans.get(who.plan or "")
+    if plan is not None and plan.requests_per_minute is not None:
+        check_rate(svc.redis, who.key_id, plan.requests_per_minute, REQUESTS)
 
 
 def caller() -> Caller:

@@ -23,6 +23,8 @@ _SANE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 #: A request slower than this is logged at WARNING, seconds (SSE streams are long on purpose: not counted).
 SLOW_REQUEST_SECONDS = 2.0
 
+_TOKEN = "mjq.request_id_token"
+
 bp = Blueprint("request_ids", __name__)
 
 
@@ -30,7 +32,9 @@ bp = Blueprint("request_ids", __name__)
 def take_request_id() -> None:
     sent = request.headers.get(HEADER, "")
     g.request_id = sent if _SANE.fullmatch(sent) else uuid.uuid4().hex
-    g.request_id_token = request_id_var.set(g.request_id)
+    # The token lives on this request, not on `g`: `g` belongs to the app context, which a request made
+    # from inside another (a test client re-entering the app) shares with it.
+    request.environ[_TOKEN] = request_id_var.set(g.request_id)
     g.request_started = time.perf_counter()
 
 
@@ -49,6 +53,6 @@ def return_request_id(response: Response) -> Response:
 
 @bp.teardown_app_request
 def forget_request_id(_exc: BaseException | None) -> None:
-    token = g.pop("request_id_token", None)
+    token = request.environ.pop(_TOKEN, None)
     if token is not None:
         request_id_var.reset(token)

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from flask import Blueprint, Response, request
 
 from app import schemas
-from app.api import path_mode, services
+from app.api import path_image_mode, path_mode, services
 from app.api.auth import caller
 from app.api.responses import json_response
 from app.db import db
 from app.services import actions, idempotency
 from app.services.submit import Submitter
-from app.services.tenancy import check_rate
+from app.services.tenancy import SUBMITS, check_rate
 
 bp = Blueprint("submit", __name__, url_prefix="/submit")
 insight_face = Blueprint("insight_face", __name__, url_prefix="/insight-face")
@@ -24,15 +24,17 @@ def submitter() -> Submitter:
     svc = services()
     who = caller()
     return Submitter(db.session(), svc.dispatcher, svc.images, svc.settings, svc.prompts, owner=who.key_id,
-                     scheduler=svc.scheduler, viewer=who.viewer, plans=svc.plans, prices=svc.prices)
+                     scheduler=svc.scheduler, viewer=who.viewer, plans=svc.plans, prices=svc.prices,
+                     image_mode=path_image_mode())
 
 
 def limit_rate() -> None:
-    """Per-key submit rate, shared by every API process through Redis (429 with Retry-After)."""
+    """Per-key submit rate (the plan's submitsPerMinute), shared by every API process through Redis (429 with
+    Retry-After). Every request, submits included, also counts against requestsPerMinute (app/api/auth.py)."""
     who = caller()
     plan = services().plans.get(who.plan or "")
     if who.key_id is not None and plan is not None:
-        check_rate(services().redis, who.key_id, plan.submits_per_minute)
+        check_rate(services().redis, who.key_id, plan.submits_per_minute, SUBMITS)
 
 
 def idempotent(view: Callable[[], Response]) -> Callable[[], Response]:
@@ -126,6 +128,3 @@ def modal() -> Response:
 @idempotent
 def swap_face() -> Response:
     return json_response(submitter().swap_face(schemas.swap_request(body(), limits()), path_mode()))
-
-
-

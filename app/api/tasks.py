@@ -25,11 +25,17 @@ MAX_IDS = 1000
 
 @bp.get("/<task_id>/fetch")
 def fetch(task_id: str) -> Response:
+    return json_response(task_json(visible_task(task_id)))
+
+
+def visible_task(task_id: str) -> Task:
+    """The task `task_id` names, if the caller may see it. Raises TaskNotFound (404, code 3), worded the
+    same for an unknown id, a malformed one and another key's task."""
     parsed = schemas.parse_task_id(task_id)
     task = db.session.get(Task, parsed) if parsed is not None else None
     if task is None or not visible(task):
         raise TaskNotFound(f"task {task_id} not found")
-    return json_response(task_json(task))
+    return task
 
 
 def visible(task: Task) -> bool:

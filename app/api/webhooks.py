@@ -8,9 +8,10 @@ from flask import Blueprint, Response
 from app import protocol, schemas
 from app.api import services
 from app.api.responses import json_response
+from app.api.tasks import visible_task
 from app.db import db
 from app.errors import TaskNotFound, ValidationFailed
-from app.models import Task, WebhookAttempt, WebhookDelivery
+from app.models import WebhookAttempt, WebhookDelivery
 from workers.webhook_outbox import DeliveryNotFound, RedeliveryRefused, deliveries_of, redeliver
 from workers.webhooks import celery_enqueuer
 
@@ -29,24 +30,20 @@ def delivery_json(row: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict[
     }
 
 
-def _task_id(task_id: str) -> int:
-    parsed = schemas.parse_task_id(task_id)
-    if parsed is None or db.session.get(Task, parsed) is None:
-        raise TaskNotFound(f"task {task_id} not found")
-    return parsed
-
-
 @bp.get("/<task_id>/deliveries")
 def deliveries(task_id: str) -> Response:
     """Every webhook delivery of the task, oldest event first, with its attempts."""
-    found = deliveries_of(db.session(), _task_id(task_id))
+    found = deliveries_of(db.session(), visible_task(task_id).id)
     return json_response([delivery_json(row, attempts) for row, attempts in found])
 
 
 @bp.post("/<task_id>/deliveries/<delivery_id>/redeliver")
 def redeliver_one(task_id: str, delivery_id: str) -> Response:
-    """Attempt the delivery again now, with the same webhook-id."""
-    parsed_task = _task_id(task_id)
+    """Attempt the delivery again now, with the same webhook-id.
+
+    The task is looked up first, so a wrong delivery id of another key's task reads as an unknown task.
+    """
+    parsed_task = visible_task(task_id).id
     parsed_delivery = schemas.parse_task_id(delivery_id)
     if parsed_delivery is None:
         raise TaskNotFound(f"delivery {delivery_id} of task {task_id} not found")

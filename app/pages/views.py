@@ -18,7 +18,7 @@ from app.models import Task
 from app.pages import bp
 from app.pages.dashboard import overview
 from app.pages.session import csrf_token, open_mode, sign_in
-from app.services import actions
+from app.services import actions, keys
 from workers.webhook_outbox import deliveries_of
 
 #: Tasks on one gallery page.
@@ -79,7 +79,7 @@ def gallery() -> str:
     tasks = [row_json(t) for t in rows[:GALLERY_PAGE_SIZE]]
     next_args = {**{k: v for k, v in filters.items() if v}, "before": tasks[-1]["id"]} if more else None
     return render_template("admin/gallery.html", tasks=tasks, filters=filters, next_args=next_args,
-                           statuses=STATUSES, modes=MODES)
+                           statuses=STATUSES, modes=MODES, keys=[k.to_json() for k in keys.list_keys(db.session())])
 
 
 def row_json(task: Task) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Follow-up actions: button clicks, the legacy change forms, modals, cancel and image seed.
 
-A follow-up is a new task pinned to its parent's account and pool (FAST/TURBO or RELAX):
-the upstream state of the parent lives on that account. Buttons that need more input
+A follow-up is a new task pinned to its parent's account and mode: the upstream state of
+the parent lives on that account, and a mode prefix naming another mode is refused rather
+than silently changing what the job costs or which slots it takes. Buttons that need more input
 (Custom Zoom, Vary (Region), PicReader, PromptAnalyzer, and Reroll/Variation/Pan on a
 Remix account) create a task in status MODAL that takes no queue slot until
 `/submit/modal` completes it.
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from app import protocol
 from app.buttons import INPAINT, Click, label_of, legacy_custom_id, parse_custom_id
@@ -23,7 +26,6 @@ from app.schemas import ActionRequest, Common, DecodedImage, ModalRequest
 from app.services.submit import Spec, Submitter
 from config.errors import MjqError
 from workers.events import ClaimLost, TaskEvents
-from workers.queues import queue_for_mode
 
 _ZOOM_RE = re.compile(r"(?:^|\s)--zoom\s+([0-9]*\.?[0-9]+)(?=\s|$)")
 #: A Vary (Region) mask must be this close to pure black and white (share of pixels).
@@ -42,13 +44,22 @@ def load_parent(sub: Submitter, task_id: int) -> Task:
 
 
 def follow_up_mode(parent: Task, path_mode: str | None) -> str:
-    """The parent's mode, or the prefix's when it names the same pool. Raises ValidationFailed otherwise."""
-    if path_mode is None or path_mode == parent.mode:
-        return parent.mode
-    if queue_for_mode(path_mode) != parent.queue:
-        raise ValidationFailed(f"task {parent.id} ran in {parent.mode} mode; its follow-ups run in the same pool, "
-                               f"not in {path_mode} (the FAST and RELAX pools are separate)")
-    return path_mode
+    """The parent's mode, which every follow-up keeps. Raises ValidationFailed when the mode prefix
+    names another one (FAST vs TURBO too: they share the fast slots but not the price or speed)."""
+    if path_mode is not None and path_mode != parent.mode:
+        raise ValidationFailed(f"task {parent.id} ran in {parent.mode} mode; its follow-ups run in {parent.mode} "
+                               f"mode too, not in {path_mode}: send it without a mode prefix or under "
+                               f"/mj-{parent.mode.lower()}/mj")
+    return parent.mode
+
+
+def check_same_account(parent: Task, common: Common) -> None:
+    """A follow-up runs where its parent ran. Raises ValidationFailed when accountFilter.instanceId names
+    another account."""
+    wanted = common.account_filter.instance_id
+    if wanted is not None and wanted != parent.account_id:
+        raise ValidationFailed(f"accountFilter.instanceId is {wanted}, but task {parent.id} ran on account "
+                               f"{parent.account_id}; a follow-up always runs on its parent's account")
 
 
 def parent_account(sub: Submitter, parent: Task) -> Account:
@@ -109,6 +120,7 @@ def _description(parent: Task, click: Click, custom_id: str, legacy: bool) -> st
 def _run_click(sub: Submitter, parent: Task, click: Click, custom_id: str, common: Common, path_mode: str | None,
                legacy: bool = False) -> dict[str, Any]:
     mode = follow_up_mode(parent, path_mode)
+    check_same_account(parent, common)
     account = parent_account(sub, parent)
     if click.kind == "bookmark":
         # ❤️ only marks the parent upstream; Midjourney creates no job for it.
@@ -188,16 +200,24 @@ def check_mask(mask: DecodedImage | None) -> None:
 
 
 def submit_modal(sub: Submitter, req: ModalRequest, path_mode: str | None) -> dict[str, Any]:
-    """/submit/modal: complete a MODAL task with its prompt (and mask) and enqueue it."""
+    """/submit/modal: complete a MODAL task with its prompt (and mask) and enqueue it.
+
+    MODAL → NOT_START is a compare-and-set on the status and `seq` read here, as every transition
+    is (workers/events.py): a cancel that lands while the prompt is translated or the job admitted
+    wins, and this request answers code 4 instead of reviving the cancelled task. Raises NotFound
+    (3), ValidationFailed or TaskStateConflict (4), BannedPrompt (24).
+    """
     task = sub.session.get(Task, req.task_id)
     if task is None or (sub.viewer is not None and task.owner != sub.viewer):
         raise NotFound(f"task {req.task_id} not found")
     if task.status != protocol.MODAL:
         raise TaskStateConflict(f"task {task.id} is {task.status}, not waiting in a modal")
+    seen_seq = task.seq
     follow_up_mode(task, path_mode)
     prompt = req.prompt or (task.properties or {}).get("finalPrompt") or task.prompt or ""
     prompt_en = sub.prompts.prepare(prompt)
     inputs = dict(task.inputs or {})
+    description = task.description
     kind = inputs.get("kind")
     if kind == "custom_zoom":
         match = _ZOOM_RE.search(prompt_en)
@@ -207,28 +227,48 @@ def submit_modal(sub: Submitter, req: ModalRequest, path_mode: str | None) -> di
         inputs["zoom"] = zoom
     if kind == "inpaint":
         check_mask(req.mask)
+    if kind in ("picreader", "prompt_analyzer"):
+        inputs["kind"] = "imagine"
+        description = f"/imagine {prompt}"
+    account = parent_account(sub, task)
+    if kind == "inpaint":
         assert req.mask is not None
         inputs["mask"] = f"{task.id}/mask.png"
         sub.images.put(inputs["mask"], req.mask.data)
-    if kind in ("picreader", "prompt_analyzer"):
-        inputs["kind"] = "imagine"
-        task.description = f"/imagine {prompt}"
-    account = parent_account(sub, task)
     _, code, ahead = sub.admit([account], task.mode, task.id, now_ms())
-    task.prompt, task.prompt_en, task.inputs = prompt, prompt_en, inputs
-    task.properties = {**(task.properties or {}), "finalPrompt": prompt_en}
-    task.status = protocol.NOT_START
-    task.seq += 1
-    task.updated_at = now_ms()
     try:
-        sub.session.commit()
+        moved = _leave_modal(sub.session, task.id, seen_seq, prompt=prompt, prompt_en=prompt_en, inputs=inputs,
+                             description=description,
+                             properties={**(task.properties or {}), "finalPrompt": prompt_en})
     except BaseException:
         sub.session.rollback()
         sub.forget(task)
         raise
+    task = sub.session.get(Task, req.task_id, populate_existing=True)
+    assert task is not None
+    if not moved:
+        sub.forget(task)
+        raise TaskStateConflict(f"task {task.id} is no longer waiting for a modal: it became {task.status} "
+                                "while this request was being handled")
     sub.admission[task.id] = (code, ahead)
     sub.enqueue(task)
     return sub.accepted(task)
+
+
+def _leave_modal(session: Session, task_id: int, seen_seq: int, **values: Any) -> bool:
+    """Move a MODAL task to NOT_START with `values` and commit, unless it was written since `seen_seq`
+    was read (then roll back and return False)."""
+    result = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == protocol.MODAL, Task.seq == seen_seq)
+        .values(status=protocol.NOT_START, seq=seen_seq + 1, updated_at=now_ms(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    session.commit()
+    return True
 
 
 def cancel(sub: Submitter, task_id: int, events: Callable[[int], TaskEvents]) -> dict[str, Any]:

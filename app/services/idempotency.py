@@ -6,15 +6,18 @@ A reused key with another body is 422; a reuse while the first request still run
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.errors import ApiError, BadRequest, IdempotencyConflict, IdempotencyInFlight
+from app.errors import BadRequest, IdempotencyConflict, IdempotencyInFlight
 from app.models import now_ms
 from app.models_tenancy import IdempotencyRecord
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_CHARS = 255
 #: How long a key is remembered, in milliseconds.
@@ -46,14 +49,25 @@ def run_once(session: Session, owner: str, key: str, digest: str, run: Callable[
         return dict(record.response)
     try:
         answer = run()
-    except ApiError:
-        # Refused requests are not remembered: fixing the input and retrying with the key works.
-        session.rollback()
-        session.query(IdempotencyRecord).filter_by(owner=owner, key=key).delete()
-        session.commit()
+    except BaseException:
+        # Neither a refused request (fix the input and retry) nor a failed one (HTTP 500) is
+        # remembered: a pending record would answer every retry 409 until it expires.
+        _forget(session, owner, key)
         raise
     record = session.get(IdempotencyRecord, (owner, key))
     if record is not None:
         record.status, record.response = "done", answer
         session.commit()
     return answer
+
+
+def _forget(session: Session, owner: str, key: str) -> None:
+    """Delete the pending record of a request that did not complete. A database that fails here too
+    (the request's own failure may be the database) leaves it pending until it expires."""
+    try:
+        session.rollback()
+        session.query(IdempotencyRecord).filter_by(owner=owner, key=key, status="pending").delete()
+        session.commit()
+    except SQLAlchemyError as exc:
+        log.warning("Idempotency-Key %r of %s stays pending after a failed request: %s", key, owner, exc)
+        session.rollback()

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from app import protocol
-from app.errors import NoAccount, QueueRejected
+from app.errors import NoAccount, QueueRejected, ValidationFailed
 from app.images import ImageStore
 from app.models import Account, Task, new_task_id, now_ms
 from app.schemas import Common, DecodedImage, ImagesRequest, ImagineRequest, prompt_mode
@@ -35,9 +35,21 @@ SUBMITTED_TEXT = "Submit success"
 MODAL_TEXT = "Waiting for window confirm"
 
 
-def resolve_mode(path_mode: str | None, prompt: str, modes_filter: tuple[str, ...], default: str) -> str:
-    """The job's mode: the path prefix wins, then a --fast/--relax/--turbo flag, then accountFilter.modes."""
-    return path_mode or prompt_mode(prompt) or (modes_filter[0] if modes_filter else default)
+def candidate_modes(path_mode: str | None, prompt: str, modes_filter: tuple[str, ...], default: str
+                    ) -> tuple[str, ...]:
+    """The modes a new job may run in, in order of preference: the path prefix, else a --fast/--relax/--turbo
+    flag, else accountFilter.modes (an ordered fallback list), else the default mode.
+
+    Raises ValidationFailed (code 4) when the prefix or flag names a mode that accountFilter.modes leaves out.
+    """
+    named = path_mode or prompt_mode(prompt)
+    if named is None:
+        return modes_filter or (default,)
+    if modes_filter and named not in modes_filter:
+        source = "the path prefix" if path_mode else f"the prompt's --{named.lower()} flag"
+        raise ValidationFailed(f"accountFilter.modes allows only {', '.join(modes_filter)}, but {source} "
+                               f"asks for {named}")
+    return (named,)
 
 
 def new_nonce() -> str:
@@ -70,8 +82,10 @@ class Submitter:
     def __init__(self, session: Session, dispatcher: Dispatcher, images: ImageStore, settings: Settings,
                  prompts: PromptChecker, owner: str | None = None, scheduler: Scheduler | None = None,
                  viewer: str | None = None, plans: dict[str, Plan] | None = None,
-                 prices: dict[str, tuple[int, int]] | None = None) -> None:
-        """`owner`: the key the new tasks belong to; `viewer`: whose tasks may be read (None = all)."""
+                 prices: dict[str, tuple[int, int]] | None = None, image_mode: str | None = None) -> None:
+        """`owner`: the key the new tasks belong to; `viewer`: whose tasks may be read (None = all);
+        `image_mode`: the URL form the submitter reads (app/image_modes.py), which its webhooks carry."""
+        self.image_mode = image_mode
         self.scheduler = scheduler
         self.viewer = viewer
         self.plans = plans or DEFAULT_PLANS
@@ -85,12 +99,15 @@ class Submitter:
         self.admission: dict[int, tuple[int, int]] = {}
 
     # -- shared steps -------------------------------------------------------------------
-    def eligible(self, mode: str, common: Common) -> list[Account]:
-        """The accounts that may run a new job. Raises NoAccount (code 3) when there is none."""
-        candidates = eligible_accounts(self.session, mode, common.bot_type, common.account_filter)
-        if not candidates:
-            raise NoAccount(f"no available account for mode {mode} and bot {common.bot_type}")
-        return candidates
+    def placement(self, path_mode: str | None, prompt: str, common: Common) -> tuple[str, list[Account]]:
+        """The new job's mode and the accounts that may run it: the first of `candidate_modes` that an
+        enabled account passing accountFilter supports. Raises ValidationFailed (4), NoAccount (3)."""
+        modes = candidate_modes(path_mode, prompt, common.account_filter.modes, self.settings.default_mode)
+        for mode in modes:
+            candidates = eligible_accounts(self.session, mode, common.bot_type, common.account_filter)
+            if candidates:
+                return mode, candidates
+        raise NoAccount(f"no available account for mode {' or '.join(modes)} and bot {common.bot_type}")
 
     def admit(self, accounts: list[Account], mode: str, task_id: int, submit_ms: int) -> tuple[Account, int, int]:
         """Pick the account and queue the task on it: (account, code 1 or 22, tasks ahead).
@@ -124,10 +141,10 @@ class Submitter:
         if spec.status == protocol.NOT_START:
             account, code, ahead = self.admit(spec.accounts, spec.mode, task_id, now)
         inputs = dict(spec.inputs)
+        to_store: list[tuple[str, DecodedImage]] = []
         for slot, imgs in spec.images.items():
             keys = [f"{task_id}/{slot}-{i}.{img.ext}" for i, img in enumerate(imgs)]
-            for key, img in zip(keys, imgs, strict=True):
-                self.images.put(key, img.data)
+            to_store += zip(keys, imgs, strict=True)
             inputs[slot] = keys
         hook = spec.common.notify_hook or self.settings.notify_hook or None
         properties: dict[str, Any] = {
@@ -141,12 +158,14 @@ class Submitter:
             description=spec.description(task_id), state=spec.common.state, submit_time=now, progress=None,
             properties=properties, buttons=[], mode=spec.mode, queue=queue_for_mode(spec.mode),
             bot_type=spec.common.bot_type, account_id=account.id, owner=self.owner, parent_id=spec.parent_id,
-            notify_hook=hook, inputs=inputs, attempt=0, seq=0, updated_at=now,
+            notify_hook=hook, inputs=inputs, attempt=0, seq=0, updated_at=now, image_mode=self.image_mode,
         )
         try:
+            for key, img in to_store:
+                self.images.put(key, img.data)
             self.session.add(task)
             self.session.commit()
-        except BaseException:
+        except BaseException:  # a full disk as much as a lost database: the admission must not linger
             self.session.rollback()
             self.forget(task)
             raise
@@ -191,29 +210,29 @@ class Submitter:
     def imagine(self, req: ImagineRequest, path_mode: str | None) -> dict[str, Any]:
         """IMAGINE. Raises BannedPrompt (24), NoAccount (3)."""
         prompt_en = self.prompts.prepare(req.prompt)
-        mode = resolve_mode(path_mode, req.prompt, req.common.account_filter.modes, self.settings.default_mode)
+        mode, accounts = self.placement(path_mode, req.prompt, req.common)
         task = self.create(Spec(
-            action=protocol.IMAGINE, mode=mode, accounts=self.eligible(mode, req.common), common=req.common,
+            action=protocol.IMAGINE, mode=mode, accounts=accounts, common=req.common,
             prompt=req.prompt, prompt_en=prompt_en, description=lambda _id: f"/imagine {req.prompt}",
             images={"images": list(req.images)}, inputs={"kind": "imagine"},
         ))
         return self.accepted(task)
 
     def describe(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
-        mode = resolve_mode(path_mode, "", req.common.account_filter.modes, self.settings.default_mode)
+        mode, accounts = self.placement(path_mode, "", req.common)
         ext = req.images[0].ext.replace("jpeg", "jpg")
         task = self.create(Spec(
-            action=protocol.DESCRIBE, mode=mode, accounts=self.eligible(mode, req.common), common=req.common,
+            action=protocol.DESCRIBE, mode=mode, accounts=accounts, common=req.common,
             description=lambda task_id: f"/describe {task_id}.{ext}", images={"images": list(req.images)},
             inputs={"kind": "describe"},
         ))
         return self.accepted(task)
 
     def blend(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
-        mode = resolve_mode(path_mode, "", req.common.account_filter.modes, self.settings.default_mode)
+        mode, accounts = self.placement(path_mode, "", req.common)
         count = len(req.images)
         task = self.create(Spec(
-            action=protocol.BLEND, mode=mode, accounts=self.eligible(mode, req.common), common=req.common,
+            action=protocol.BLEND, mode=mode, accounts=accounts, common=req.common,
             description=lambda task_id: f"/blend {task_id} {count}", images={"images": list(req.images)},
             inputs={"kind": "blend", "dimensions": req.dimensions},
         ))
@@ -221,19 +240,19 @@ class Submitter:
 
     def shorten(self, prompt: str, common: Common, path_mode: str | None) -> dict[str, Any]:
         prompt_en = self.prompts.prepare(prompt)
-        mode = resolve_mode(path_mode, prompt, common.account_filter.modes, self.settings.default_mode)
+        mode, accounts = self.placement(path_mode, prompt, common)
         task = self.create(Spec(
-            action=protocol.SHORTEN, mode=mode, accounts=self.eligible(mode, common), common=common,
+            action=protocol.SHORTEN, mode=mode, accounts=accounts, common=common,
             prompt=prompt, prompt_en=prompt_en, description=lambda _id: f"/shorten {prompt}",
             inputs={"kind": "shorten"},
         ))
         return self.accepted(task)
 
     def swap_face(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
-        mode = resolve_mode(path_mode, "", req.common.account_filter.modes, self.settings.default_mode)
+        mode, accounts = self.placement(path_mode, "", req.common)
         source, target = req.images
         task = self.create(Spec(
-            action=protocol.SWAP_FACE, mode=mode, accounts=self.eligible(mode, req.common), common=req.common,
+            action=protocol.SWAP_FACE, mode=mode, accounts=accounts, common=req.common,
             description=lambda task_id: f"/swap_face {task_id}", images={"source": [source], "target": [target]},
             inputs={"kind": "swap_face"}, bot_type="INSIGHT_FACE",
         ))

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import protocol
-from app.errors import QueueRejected, TooManyRequests, ValidationFailed
+from app.errors import QueueRejected, TooManyRequests
 from app.models import Task
 from app.models_tenancy import ApiKey
 from app.services.plans import Plan, price
@@ -29,7 +29,7 @@ def start_of_utc_day_ms(now_ms: int) -> int:
 
 def check_plan(session: Session, key_id: str, plans: dict[str, Plan], prices: dict[str, tuple[int, int]],
                action: str, mode: str, now_ms: int) -> None:
-    """Raise ValidationFailed (4) for a mode outside the plan, QueueRejected (23) naming the cap reached."""
+    """Raise QueueRejected (23) naming the cap reached: the plan's modes, unfinished tasks, tasks per day, balance."""
     key = session.scalar(select(ApiKey).where(ApiKey.id == key_id).with_for_update())
     if key is None:
         return
@@ -37,7 +37,7 @@ def check_plan(session: Session, key_id: str, plans: dict[str, Plan], prices: di
     if plan is None:
         raise QueueRejected(f"key {key.id} has plan {key.plan!r}, which is not configured")
     if mode not in plan.modes:
-        raise ValidationFailed(f"plan {plan.name} does not include {mode} mode (it has {', '.join(plan.modes)})")
+        raise QueueRejected(f"plan {plan.name} allows only {', '.join(plan.modes)} modes; {mode} is not among them")
     unfinished = int(session.scalar(select(func.count()).select_from(Task).where(
         Task.owner == key_id, Task.status.in_(UNFINISHED))) or 0)
     if unfinished >= plan.max_unfinished:
@@ -53,14 +53,21 @@ def check_plan(session: Session, key_id: str, plans: dict[str, Plan], prices: di
                             f"({cost} tokens)")
 
 
-def check_rate(redis: Redis, key_id: str, per_minute: int, now: float | None = None) -> None:
-    """A fixed one-minute window per key, shared by every API process. Raises TooManyRequests (429).
+#: What each per-key rate counts, as its 429 answer words the limit.
+SUBMITS, REQUESTS = "submit", "request"
+_RATE_TEXT = {SUBMITS: "submit {n} jobs", REQUESTS: "make {n} requests"}
+
+
+def check_rate(redis: Redis, key_id: str, per_minute: int, counted: str = SUBMITS, now: float | None = None
+               ) -> None:
+    """Count one `counted` (SUBMITS or REQUESTS) of the key in a fixed one-minute window shared by every
+    API process. Raises TooManyRequests (429, Retry-After in seconds) past `per_minute`.
 
     Redis being down lets the request through: the rate limit protects, it is not the promise.
     """
     now = time.time() if now is None else now
     window = int(now // 60)
-    counter = f"mjq:rate:{key_id}:{window}"
+    counter = f"mjq:rate:{counted}:{key_id}:{window}"
     try:
         pipe = redis.pipeline()
         pipe.incr(counter)
@@ -70,5 +77,6 @@ def check_rate(redis: Redis, key_id: str, per_minute: int, now: float | None = N
         return
     if count > per_minute:
         retry_after = max(1, int(60 - now % 60) + 1)
-        raise TooManyRequests(f"this key may submit {per_minute} jobs per minute; retry in {retry_after} s",
+        limit = _RATE_TEXT[counted].format(n=per_minute)
+        raise TooManyRequests(f"this key may {limit} per minute; retry in {retry_after} s",
                               headers={"Retry-After": str(retry_after)})

@@ -5,9 +5,12 @@ INTERACTION_CREATE/SUCCESS, a start message carrying the nonce, progress edits
 (`(31%) (fast)` with a `<hash>_grid_0.webp` preview behind a signed URL), then the
 progress message is deleted and the final image is a new message without the nonce, with
 the real button set of app/buttons.py. U1–U4 answer with one nonce-bearing final
-(`Image #N`). Remix, Custom Zoom, PicReader and PromptAnalyzer open a modal
-(INTERACTION_MODAL_CREATE), Vary (Region) an iframe modal. Images are real: the simulator's
-Pillow code renders them, so geometry checks hold.
+(`Image #N`); the HD upscalers run as `Upscaling (Subtle) by` and end `Upscaled (Subtle) by`.
+Remix (Reroll, Variation, Pan of a user in Remix mode), Custom Zoom, PicReader and
+PromptAnalyzer open a modal (INTERACTION_MODAL_CREATE), Vary (Region) an iframe modal;
+describe's 🔄 describes again, shorten's Show Details answers the token weights with the
+shorten buttons. Images are real: the simulator's Pillow code renders them, so geometry
+checks hold.
 
 Prompt markers script faults: `[fake:banned]`, `[fake:invalid]`, `[fake:credits]`,
 `[fake:blocked]`, `[fake:captcha]` (error embeds), `[fake:filter]` (red embed mid-job),
@@ -214,6 +217,7 @@ class FakeMidjourney:
                 return
         mode = "relaxed" if "--relax" in prompt else "turbo" if "--turbo" in prompt else "fast"
         by = f"{verb} by " if verb else ""
+        running = by.replace("Upscaled", "Upscaling")  # an HD upscale says "Upscaling (Subtle) by" until it ends
         length = self.slow_seconds if "[fake:slow]" in prompt else self.job_seconds
         h = str(uuid.uuid4())
         seed = sim.seed_for(prompt, job["nonce"])
@@ -226,7 +230,7 @@ class FakeMidjourney:
                                  "description": "Your job will start as soon as one of your other jobs finishes."}]
             self._send(user, "MESSAGE_CREATE", queued)
             self._sleep(length / 3)
-        start = self._message(user, f"**{shown}** - {by}<@{user.id}> (Waiting to start)",
+        start = self._message(user, f"**{shown}** - {running}<@{user.id}> (Waiting to start)",
                               interaction_metadata={"id": job["iid"], "name": job["name"]}, **reference)
         if carries_nonce:
             start["nonce"] = job["nonce"]
@@ -242,7 +246,7 @@ class FakeMidjourney:
                                                    "community standards."}]
                 self._send(user, "MESSAGE_CREATE", error)
                 return
-            start = {**start, "content": f"**{shown}** - {by}<@{user.id}> [(Open on website for full quality)]"
+            start = {**start, "content": f"**{shown}** - {running}<@{user.id}> [(Open on website for full quality)]"
                                          f"(<https://www.midjourney.com/jobs/{h}>) ({percent}%) ({mode})"}
             self._attach(start, f"{h}_grid_0.webp", sim.to_webp(sim.preview(image, percent)))
             self._send(user, "MESSAGE_UPDATE", start)
@@ -343,6 +347,7 @@ class FakeMidjourney:
             message["embeds"] = [{"type": "rich", "color": 0, "description": "## Important tokens\n(details)\n\n"
                                   f"## Token weights\n{details}\n\n## Shortened prompts\n1️⃣ {prompt}",
                                   "footer": {"text": "Click on a button to imagine one of the shortened prompts"}}]
+            message["components"] = components(shorten_buttons(h))
             self._send(user, "MESSAGE_CREATE", message)
 
     def inpaint(self, body: dict[str, Any]) -> bool:

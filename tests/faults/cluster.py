@@ -24,7 +24,7 @@ from app.db import make_engine, make_session_factory
 from app.migrate import upgrade
 from app.models import Account, Task, now_ms
 from tests.processes import BIN, Process, free_port, gunicorn, wait_for
-from workers.drivers.simulator import SUBMISSIONS_KEY
+from workers.drivers.simulator import CRASHES_KEY, SUBMISSIONS_KEY
 
 TERMINAL = ("SUCCESS", "FAILURE", "CANCEL")
 
@@ -185,9 +185,22 @@ class Cluster:
         client = redis_lib.Redis(port=self.upstream.port)
         return {k.decode(): int(v) for k, v in client.hgetall(SUBMISSIONS_KEY).items()}
 
-    def duplicates(self, ids: list[int]) -> int:
+    def crashes(self) -> dict[str, int]:
+        """Executions of `[sim:crash]` jobs per nonce, counted by the upstream before each kill."""
+        client = redis_lib.Redis(port=self.upstream.port)
+        return {k.decode(): int(v) for k, v in client.hgetall(CRASHES_KEY).items()}
+
+    def _extra_submissions(self, ids: list[int]) -> list[int]:
         counts = self.submissions()
-        return sum(max(0, counts.get(t.properties.get("nonce"), 0) - 1) for t in self.rows(ids).values())
+        return [max(0, counts.get(t.properties.get("nonce"), 0) - 1) for t in self.rows(ids).values()]
+
+    def duplicates(self, ids: list[int]) -> int:
+        """Upstream submissions beyond the first, summed over `ids`."""
+        return sum(self._extra_submissions(ids))
+
+    def max_duplicates(self, ids: list[int]) -> int:
+        """The most upstream submissions beyond the first of any one job of `ids`."""
+        return max(self._extra_submissions(ids), default=0)
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -13,12 +13,25 @@ from tests.databases import PG_ADMIN_URL, create_database, drop_database
 from tests.faults.cluster import Cluster, RedisServer
 
 RESULTS: list[dict[str, Any]] = []
+#: Node ids of the tests that wrote their row; one that failed before writing it gets a FAIL row.
+RECORDED: set[str] = set()
 COLUMNS = ("test", "jobs", "lost", "duplicate upstream submits", "time to recover", "figure", "result")
 
 
 def record(test: str, jobs: int, lost: int, duplicates: int, recover: str, figure: str, ok: bool) -> None:
+    RECORDED.add(os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0])
     RESULTS.append({"test": test, "jobs": jobs, "lost": lost, "duplicate upstream submits": duplicates,
                     "time to recover": recover, "figure": figure, "result": "PASS" if ok else "FAIL"})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and item.nodeid not in RECORDED:
+        reason = str(call.excinfo.value).splitlines()[0][:160] if call.excinfo else "failed"
+        RESULTS.append({"test": item.name, "jobs": "-", "lost": "-", "duplicate upstream submits": "-",
+                        "time to recover": "-", "figure": reason.replace("|", "/"), "result": "FAIL"})
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -45,10 +45,12 @@ class DiscordStack:
         self.gateways.append(proc)
         return proc
 
-    def create_account(self, account_id: str, **fields: Any) -> User:
-        """A discord account on a new fake user, through the admin API (the token is stored encrypted)."""
-        user = self.fake.add_user(f"token-{account_id}-{secrets.token_hex(6)}")
-        body = {"id": account_id, "name": account_id, "driver": "discord", "fastConcurrency": 3, **fields,
+    def create_account(self, account_id: str, remix: bool = False, **fields: Any) -> User:
+        """A discord account on a new fake user, through the admin API (the token is stored encrypted); `remix`:
+        the user has Remix mode on (the bot opens Remix modals) and so does the account."""
+        user = self.fake.add_user(f"token-{account_id}-{secrets.token_hex(6)}", remix=remix)
+        body = {"id": account_id, "name": account_id, "driver": "discord", "fastConcurrency": 3, "remix": remix,
+                **fields,
                 "settings": {"guildId": user.guild_id, "channelId": user.channel_id, "userToken": user.token}}
         answer = self.api("POST", "/mj/account/create", body)
         assert answer["code"] == 1, answer

@@ -1,7 +1,8 @@
 """Acceptance of the discord driver on a real stack against the fake Discord: web, fast and normal
 workers, two gateway processes, PostgreSQL and Redis of its own, discord accounts only.
 
-(a) every action of the action walk end to end; (b) SIGKILL of the gateway holding an account
+(a) every action of the action walk end to end (the Remix steps on a third account whose user has
+Remix mode on); (b) SIGKILL of the gateway holding an account
 mid-job: another gateway process takes it over within 30 s and the job completes; (c) a 4004
 close disables the account and its queued jobs move to another account or fail with the
 reason; none stays SUBMITTED.
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.action_walk import Walker, walk
+from tests.e2e.action_walk import STEPS, Walker, walk
 from tests.integration.discord_stack import SECRET, DiscordStack, discord_stack
 from tests.processes import wait_for
 
@@ -33,6 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiscordStack]:
         stack.gateway()
         stack.create_account("dc-a")
         stack.create_account("dc-b")
+        stack.create_account("dc-remix", remix=True)
         yield stack
 
 
@@ -49,9 +51,11 @@ def imagine(stack: DiscordStack, prompt: str, account_id: str) -> str:
 def test_every_action_of_the_walk_runs_end_to_end_on_discord_accounts(stack):
     walker = Walker(stack.base, SECRET, "/mj")
     walk(walker)
-    assert len(walker.log) == 15
+    print(f"\ndiscord walk: {len(walker.log)} steps ok in {walker.seconds:.1f} s; Remix steps: {walker.remix_note}")
+    assert sorted(walker.names) == sorted(STEPS)
+    assert walker.remix_filter == {"instanceId": "dc-remix"}
     ran_on = {task(stack, i)["properties"]["discordInstanceId"] for i in walker.task_ids}
-    assert ran_on <= {"dc-a", "dc-b"}
+    assert "dc-remix" in ran_on and ran_on <= {"dc-a", "dc-b", "dc-remix"}
     # Every interaction went out once: no job was submitted twice.
     nonces = [p["nonce"] for p in stack.fake.interactions]
     assert len(nonces) == len(set(nonces))
@@ -102,10 +106,7 @@ def test_a_4004_close_disables_the_account_and_its_queued_jobs_move_or_fail_none
           + ", ".join(f"{t['status']} on {t['properties']['discordInstanceId']}" for t in rest))
     assert first["status"] == "FAILURE" and "4004" in first["failReason"]
     for t in rest:
-        moved = t["status"] == "SUCCESS" and t["properties"]["discordInstanceId"] == "dc-b"
+        moved = t["status"] == "SUCCESS" and t["properties"]["discordInstanceId"] in ("dc-b", "dc-remix")
         assert moved or (t["status"] == "FAILURE" and "4004" in t["failReason"]), t
     assert any(t["status"] == "SUCCESS" for t in rest)
     assert not any(task(stack, i)["status"] == "SUBMITTED" for i in ids)
-
-
-

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import signal
 
 import pytest
@@ -87,3 +88,41 @@ def test_the_migrated_postgresql_schema_matches_the_models(stack_settings):
     from tests.unit.test_migrations import schema_drift
 
     assert schema_drift(stack_settings.effective_database_url) == []
+
+
+def test_the_reconciler_resends_a_message_redis_dropped_and_leaves_held_ones_alone(
+        stack_settings, session_factory, redis_client):
+    """kombu on real Redis: one message waits in its list, one is reserved by a consumer (in
+    `unacked`), one was dropped (a worker died between popping and reserving it)."""
+    import uuid
+
+    from workers.celery_app import make_celery
+    from workers.dispatch import Dispatcher
+    from workers.reconciler import EPOCH_KEY, reconcile
+
+    redis_client.set(EPOCH_KEY, now_ms())  # Redis kept its data: this is not the wipe path
+    queue = f"mj.test-dropped-{uuid.uuid4().hex[:8]}"  # no worker consumes it
+    celery = make_celery(stack_settings)
+    dispatcher = Dispatcher(celery)
+    sent_at = now_ms() - 120_000
+    ids = [int(f"9{uuid.uuid4().int % 10**17:017d}") + i for i in range(3)]
+    with session_factory() as s:
+        for task_id in ids:
+            s.add(Task(id=task_id, action="IMAGINE", status="NOT_START", prompt="p", prompt_en="p",
+                       submit_time=sent_at, properties={}, buttons=[], mode="FAST", queue=queue,
+                       bot_type="MID_JOURNEY", inputs={}, attempt=0, seq=0, updated_at=sent_at, enqueued_at=sent_at))
+        s.commit()
+    waiting, reserved, dropped = ids
+    for task_id in (reserved, waiting):
+        assert dispatcher.execute(task_id, "IMAGINE", queue)
+    with celery.connection_for_read() as conn:
+        consumer = conn.SimpleQueue(queue)
+        message = consumer.get(timeout=5)  # reserved, never acknowledged
+        assert message.headers["id"] == str(reserved)
+        done = reconcile(session_factory, redis_client, dispatcher, idle_ms=60_000)
+        assert done["dropped"] == 1
+        resent = [json.loads(raw)["headers"]["id"] for raw in redis_client.lrange(queue, 0, -1)]
+        assert sorted(resent) == sorted([str(waiting), str(dropped)])
+        message.ack()
+        consumer.close()
+    redis_client.delete(queue)

@@ -1,7 +1,7 @@
-"""mjq → mjq: the whole action walk against a first mjq whose only account is an mjproxy account
-pointing at a second mjq that runs the simulator. Both are real processes (gunicorn and a
-celery worker each) with their own PostgreSQL database and Redis database number; the
-second calls the first back on its notify hook."""
+"""mjq → mjq: the whole action walk against a first mjq whose accounts are mjproxy accounts pointing
+at a second mjq that runs the simulator (one of them in Remix mode, for the walk's Remix steps).
+Both are real processes (gunicorn and a celery worker each) with their own PostgreSQL database
+and Redis database number; the second calls the first back on its notify hook."""
 from __future__ import annotations
 
 import os
@@ -12,18 +12,21 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from app.crypto import generate_key
 from app.db import make_engine, make_session_factory
+from app.models import Account
 from app.services.accounts import seed_simulator_accounts
 from config import Settings
 from tests.databases import claimed_redis, fresh_database
-from tests.e2e.action_walk import walk_in_parallel
+from tests.e2e.action_walk import STEPS, walk_in_parallel
 from tests.processes import Process, celery_worker, free_port, gunicorn
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT = "upstream-mjq"
+REMIX_ACCOUNT = "upstream-mjq-remix"
 UPSTREAM_SECRET = "U"
 SECRET = "S"
 
@@ -51,6 +54,11 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         engine = make_engine(Settings.from_env(up_env).effective_database_url)
         with make_session_factory(engine)() as session:
             seed_simulator_accounts(session, 2)
+            # Remix on upstream too, so a Remix prompt written on the first mjq is the one the upstream runs: a
+            # Reroll/Variation/Pan there opens the upstream's modal, which the driver completes with the job's prompt.
+            for account in session.scalars(select(Account)):
+                account.remix = True
+            session.commit()
         engine.dispose()
 
         # The first mjq: no simulator account; upstreams call it back by host name (mjq refuses IP hooks).
@@ -71,12 +79,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         procs.append(gunicorn(our_env, our_logs))
         procs.append(celery_worker("mj.fast,mj.normal", "first@chain", our_env, our_logs, concurrency=8))
         up_url, our_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{our_port}"
-        created = requests.post(f"{our_url}/mj/account/create", headers={"mj-api-secret": SECRET}, timeout=10, json={
-            "id": ACCOUNT, "name": "Second mjq", "driver": "mjproxy",
-            "settings": {"baseUrl": up_url, "secret": UPSTREAM_SECRET},
-            "fastConcurrency": 6, "relaxConcurrency": 3, "queueSize": 50,
-        }).json()
-        assert created["code"] == 1 and created["result"]["secretsSet"] == ["secret"], created
+        for account_id, remix in ((ACCOUNT, False), (REMIX_ACCOUNT, True)):
+            created = requests.post(f"{our_url}/mj/account/create", headers={"mj-api-secret": SECRET}, timeout=10,
+                                    json={"id": account_id, "name": "Second mjq", "driver": "mjproxy",
+                                          "settings": {"baseUrl": up_url, "secret": UPSTREAM_SECRET}, "remix": remix,
+                                          "fastConcurrency": 6, "relaxConcurrency": 3, "queueSize": 50}).json()
+            assert created["code"] == 1 and created["result"]["secretsSet"] == ["secret"], created
         yield {"ours": our_url, "upstream": up_url, "procs": procs}
 
 
@@ -88,7 +96,8 @@ def test_every_action_of_the_walk_runs_through_an_mjproxy_account_on_a_second_mj
     walkers, errors = walk_in_parallel(ours, SECRET)
     elapsed = time.monotonic() - started
     assert errors == {}
-    assert all(len(w.log) == 15 for w in walkers.values())
+    assert all(sorted(w.names) == sorted(STEPS) and w.remix_filter == {"instanceId": REMIX_ACCOUNT}
+               for w in walkers.values())
     assert elapsed < 120, f"the walks took {elapsed:.0f} s: events came by the 60 s poll, not the notify hook"
 
     up = requests.Session()
@@ -98,7 +107,7 @@ def test_every_action_of_the_walk_runs_through_an_mjproxy_account_on_a_second_mj
         for task_id in dict.fromkeys(walker.task_ids):
             task = requests.get(f"{ours}/mj/task/{task_id}/fetch", headers={"mj-api-secret": SECRET},
                                 timeout=10).json()
-            assert task["properties"]["discordInstanceId"] == ACCOUNT
+            assert task["properties"]["discordInstanceId"] in (ACCOUNT, REMIX_ACCOUNT)
             if task["status"] != "SUCCESS":
                 assert task["status"] == "CANCEL"  # the walk's last step
                 continue
@@ -116,6 +125,7 @@ def test_every_action_of_the_walk_runs_through_an_mjproxy_account_on_a_second_mj
             assert any(d["taskStatus"] == "SUCCESS" and d["status"] == "delivered" for d in deliveries), deliveries
             followed[prefix] += 1
         assert followed[prefix] == len(set(walker.task_ids)) - 1
-    print(f"\nchain walks: {' + '.join(f'{len(w.log)} steps under {p}' for p, w in walkers.items())} ok in "
+    walks = " + ".join(f"{len(w.log)} steps under {p} ({w.seconds:.1f} s)" for p, w in walkers.items())
+    print(f"\nchain walks: {walks} ok in "
           f"{elapsed:.1f} s; {sum(followed.values())} tasks followed on the second mjq in the same mode, each "
           "with its SUCCESS hook delivered and the same image bytes")

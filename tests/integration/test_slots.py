@@ -67,7 +67,7 @@ def test_four_processes_of_fifty_threads_never_put_more_than_three_calls_in_flig
         redis_url, redis_client, log_dir, tmp_path, stopped_at_end):
     """T2.1: 4 processes × 50 threads, 10,000 acquisitions on ONE account with limit 3.
 
-    Each acquisition is admit → acquire → check → a call to a fake upstream that holds ~10 ms
+    Each acquisition is admit → acquire → check → a call to a fake upstream that holds ~20 ms
     → release. The fake upstream counts its own in-flight calls in Redis (INCR plus an atomic
     max in one Lua script, DECR when the call ends): the peak is the upstream's view.
 
@@ -76,13 +76,13 @@ def test_four_processes_of_fifty_threads_never_put_more_than_three_calls_in_flig
     wall time), two ways:
     - slots held: from `acquire` returning to `release` returning, per acquisition. This is
       the scheduler's figure; its only loss is the hand-over (release → wake-up → grant).
-      This is the one asserted (≥ 90 %).
+      This is the one asserted (≥ 90 % over the backlog and in its worst second).
     - upstream busy: from the INCR to the DECR on Redis's clock. It also loses the job's own
       round trips around the call (check, INCR, DECR ≈ 1-2 ms on a loaded host), which cost
-      ~15 % of a 10 ms call but nothing measurable of a real 30-60 s Midjourney job; printed.
+      ~10 % of a 20 ms call but nothing measurable of a real 30-60 s Midjourney job; printed.
     The worst 1-second window of each is printed too, to show the figure holds throughout.
     """
-    processes, threads, per_thread, limit, hold_ms = 4, 50, 50, 3, 10.0
+    processes, threads, per_thread, limit, hold_ms = 4, 50, 50, 3, 20.0
     account, ns = unique("t21"), unique("mjq:test:t21")
     reports = [tmp_path / f"hammer-{i}.json" for i in range(processes)]
     for i in range(processes):
@@ -117,7 +117,7 @@ def test_four_processes_of_fifty_threads_never_put_more_than_three_calls_in_flig
     assert errors == []
     assert len(calls) == processes * threads * per_thread == 10_000
     assert peak <= limit
-    assert slot_use >= 0.90
+    assert slot_use >= 0.90 and slot_min >= 0.90  # over the whole backlog, and in every second of it
 
 
 # -- T2.2 and T2.3 ------------------------------------------------------------------------------
@@ -251,12 +251,15 @@ def submit_relax(app, account_id: str, i: int) -> dict:
         "prompt": f"backlog {i}", "accountFilter": {"instanceId": account_id}}).get_json()
 
 
-def add_relax_account(session_factory, account_id: str, relax_slots: int, queue_size: int) -> None:
-    """A RELAX-only simulator account: only `accountFilter.instanceId` sends work to it here."""
+def add_shared_account(session_factory, account_id: str, relax_slots: int, queue_size: int) -> None:
+    """A simulator account running both pools (a fast slot per FAST job of the test, so they do
+    not queue behind each other; `relax_slots` relax slots); only `accountFilter.instanceId`
+    sends work to it here."""
     now = now_ms()
     with session_factory() as session:
         session.add(Account(
-            id=account_id, name=account_id, driver="simulator", settings={}, modes=["RELAX"], fast_concurrency=1,
+            id=account_id, name=account_id, driver="simulator", settings={}, modes=["FAST", "TURBO", "RELAX"],
+            fast_concurrency=FAST_JOBS,
             relax_concurrency=relax_slots, queue_size=queue_size, weight=1, remix=False,
             bot_types=list(protocol.BOT_TYPES), timeout_minutes=5, enable=True, created_at=now, updated_at=now,
         ))
@@ -289,10 +292,10 @@ def drain_backlog(session_factory, redis_client: redis_lib.Redis, account_id: st
 def test_fast_jobs_start_within_5_s_p95_while_1000_relax_jobs_are_queued(
         api, workers, session_factory, redis_client):
     """T2.6 on the real pipeline: 1,000 RELAX jobs queue on an account with 2 relax slots (1 s jobs),
-    then 20 FAST jobs are submitted; each FAST job's delay is startTime − submitTime (the row
-    turns SUBMITTED when the upstream accepted it)."""
-    account = unique("t26-relax")
-    add_relax_account(session_factory, account, relax_slots=2, queue_size=BACKLOG_JOBS)
+    then 20 FAST jobs are submitted to the SAME account (its fast slots); each FAST job's delay
+    is startTime − submitTime (the row turns SUBMITTED when the upstream accepted it)."""
+    account = unique("t26-shared")
+    add_shared_account(session_factory, account, relax_slots=2, queue_size=BACKLOG_JOBS)
     backlog: list[int] = []
     try:
         started = time.monotonic()
@@ -302,8 +305,11 @@ def test_fast_jobs_start_within_5_s_p95_while_1000_relax_jobs_are_queued(
         assert [b["code"] for b in bodies if b["code"] not in (1, 22)] == []
         backlog.extend(int(b["result"]) for b in bodies)
         waiting_then = redis_client.zcard(f"mjq:sched:{account}:relax:waiting")
-        fast = [int(api.post("/mj-fast/mj/submit/imagine", json={"prompt": f"fast {i}"}).get_json()["result"])
+        fast = [int(api.post("/mj-fast/mj/submit/imagine", json={
+                    "prompt": f"fast {i}", "accountFilter": {"instanceId": account}}).get_json()["result"])
                 for i in range(FAST_JOBS)]
+        with session_factory() as session:
+            assert {t.account_id for t in session.scalars(select(Task).where(Task.id.in_(fast)))} == {account}
 
         def settled() -> list[Task] | None:
             """The FAST rows once each has started (or, wrongly, failed before starting)."""

@@ -73,3 +73,11 @@ def app(settings: Settings, celery: Celery, redis: fakeredis.FakeRedis, accounts
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def walk(client, celery, session_factory, redis, images):
+    """Submit requests through the API and run the queued jobs with the executor (tests/unit/test_actions.py)."""
+    from tests.unit.test_actions import Walk
+
+    return Walk(client, celery, session_factory, redis, images)

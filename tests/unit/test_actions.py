@@ -69,11 +69,6 @@ class Walk:
         return self.post("/submit/action", {"taskId": parent["id"], "customId": button(parent, label)})
 
 
-@pytest.fixture
-def walk(client, celery, session_factory, redis, images):
-    return Walk(client, celery, session_factory, redis, images)
-
-
 def test_u2_upscales_cell_2_at_twice_its_size_with_the_upscale_buttons(walk, client):
     grid = walk.imagine()
     assert labels(grid) == GRID_LABELS
@@ -266,10 +261,11 @@ def test_action_rules_give_clear_codes(walk):
     reply = walk.post("/submit/action", {"taskId": grid["id"], "customId": "MJ::JOB::upsample::1::not-this-job"})
     assert reply["code"] == 4 and "not a button" in reply["description"]
     assert walk.post("/submit/action", {"taskId": grid["id"]})["code"] == 4
-    reply = walk.post("/submit/action", {"taskId": grid["id"], "customId": button(grid, "U1")}, prefix="/mj-relax/mj")
-    assert reply["code"] == 4 and "pool" in reply["description"]
-    turbo = walk.post("/submit/action", {"taskId": grid["id"], "customId": button(grid, "U1")}, prefix="/mj-turbo/mj")
-    assert turbo["code"] == 1 and walk.fetch(turbo["result"])["properties"]["mode"] == "TURBO"
+    for prefix, other in (("/mj-relax/mj", "RELAX"), ("/mj-turbo/mj", "TURBO")):
+        reply = walk.post("/submit/action", {"taskId": grid["id"], "customId": button(grid, "U1")}, prefix=prefix)
+        assert reply["code"] == 4 and "FAST" in reply["description"] and other in reply["description"]
+    same = walk.post("/submit/action", {"taskId": grid["id"], "customId": button(grid, "U1")}, prefix="/mj-fast/mj")
+    assert same["code"] == 1 and walk.fetch(same["result"])["properties"]["mode"] == "FAST"
 
 
 def test_a_remix_account_opens_modals_for_reroll_variation_and_pan(walk, session_factory):

@@ -12,9 +12,15 @@ from PIL import Image
 from app import create_app
 from app.buttons import grid_buttons, upscale_buttons
 from app.db import db
-from app.models import Task
+from app.models import Task, now_ms
 from app.services.keys import create_key
 from app.services.plans import DEFAULT_PLANS
+from tests.fakes.webhooks import Receiver, deliveries, make_deliverer
+from tests.unit.conftest import drain
+from tests.unit.test_executor import FakeClock, make_executor
+from workers import queues
+from workers.webhook_outbox import WebhookOutbox
+from workers.webhooks import DELIVER
 
 SECRET = "page-secret"
 
@@ -122,6 +128,91 @@ def test_the_gallery_pages_newest_first_with_thumbnails(app, admin, monkeypatch)
     assert f"/admin/task/{ids[0]}" in admin.get(older).get_data(as_text=True)
 
 
+def test_the_gallery_filters_by_action_and_by_the_key_that_submitted(app, admin):
+    key_id, key = make_key(app, "user")
+    parent = imagine(admin, "the admin's fox")
+    finish(app, parent, grid_buttons("g1"))
+    upscale = admin.post(f"/admin/task/{parent}/action", json={"customId": "MJ::JOB::upsample::1::g1"},
+                         headers={"X-CSRF-Token": token(admin, f"/admin/task/{parent}")}).get_json()["result"]
+    partners = admin.post("/mj/submit/imagine", json={"prompt": "the partner's fox"},
+                          headers={"mj-api-secret": key}).get_json()["result"]
+
+    def shown(query: str) -> set[str]:
+        html = admin.get(f"/admin/tasks?{query}").get_data(as_text=True)
+        return set(re.findall(r'href="/admin/task/(\d+)"', html))
+
+    assert shown("") == {parent, upscale, partners}
+    assert shown("action=upscale") == {upscale}
+    assert shown("action=IMAGINE") == {parent, partners}
+    assert shown(f"owner={key_id}") == {partners}
+    assert shown(f"owner={key_id}&action=UPSCALE") == set()
+    form = admin.get(f"/admin/tasks?owner={key_id}").get_data(as_text=True)
+    assert f'<option value="{key_id}" selected>user key ({key_id})</option>' in form
+    assert f"key {key_id}" in form
+
+
+def delivery_row(client, task_id: str, delivery_id: int) -> str:
+    """The HTML of one delivery's row in the task page's webhook table."""
+    page = client.get(f"/admin/task/{task_id}").get_data(as_text=True)
+    return re.search(rf'<tr id="delivery-{delivery_id}".*?</tr>', page, re.S)[0]
+
+
+def test_redeliver_on_the_task_page_sends_a_delivered_webhook_again_with_the_same_id(
+        app, admin, celery, session_factory, redis, images):
+    clock = FakeClock(now_ms())
+    with Receiver() as rx:
+        task_id = admin.post("/mj/submit/imagine", json={"prompt": "a fox", "notifyHook": rx.url()},
+                             headers={"mj-api-secret": SECRET}).get_json()["result"]
+        executor = make_executor(session_factory, redis, images, clock=clock)
+        executor.listeners = [WebhookOutbox(0.0, 0.0, None, clock)]
+        executor.execute(int(task_id))
+        deliverer = make_deliverer(session_factory, clock)
+        for delivery_id in deliverer.sweep():
+            deliverer.attempt(delivery_id)
+        first, *_, last = deliveries(session_factory, int(task_id))
+        assert last.task_status == "SUCCESS" and (last.status, last.attempts) == ("delivered", 1)
+        row = delivery_row(admin, task_id, last.id)
+        assert '<td class="attempts">1</td>' in row and "Redeliver" in row and rx.url() in row
+        drain(celery, queues.WEBHOOKS)
+
+        csrf = token(admin, f"/admin/task/{task_id}")
+        answer = admin.post(f"/admin/task/{task_id}/deliveries/{last.id}/redeliver", data={"csrf_token": csrf})
+        assert answer.status_code == 302 and answer.headers["Location"] == f"/admin/task/{task_id}#deliveries"
+        assert f"Delivery {last.id} scheduled again." in admin.get(f"/admin/task/{task_id}").get_data(as_text=True)
+        assert '<td class="delivery-status">pending</td>' in delivery_row(admin, task_id, last.id)
+        assert [m["args"] for m in drain(celery, queues.WEBHOOKS) if m["task"] == DELIVER] == [[str(last.id)]]
+        clock.now = now_ms()  # the page re-armed it on the real clock
+        assert deliverer.attempt(last.id) == "delivered"
+        assert [r.headers["webhook-id"] for r in rx.received].count(last.event_id) == 2
+    row = delivery_row(admin, task_id, last.id)
+    assert '<td class="attempts">2</td>' in row and '<td class="delivery-status">delivered</td>' in row
+
+    older = admin.post(f"/admin/task/{task_id}/deliveries/{first.id}/redeliver", data={"csrf_token": csrf})
+    assert older.status_code == 302
+    assert "already reached" in admin.get(f"/admin/task/{task_id}").get_data(as_text=True)
+    unknown = admin.post(f"/admin/task/{task_id}/deliveries/999999/redeliver", data={"csrf_token": csrf})
+    assert unknown.status_code == 302
+    assert "delivery 999999 of task" in admin.get(f"/admin/task/{task_id}").get_data(as_text=True)
+    assert admin.post(f"/admin/task/{task_id}/deliveries/nope/redeliver", data={"csrf_token": csrf}
+                      ).status_code == 404
+
+
+def test_statistics_count_success_failure_and_cancel_per_day_on_the_api_and_the_dashboard(app, admin):
+    done, failed, cancelled = (imagine(admin, p) for p in ("a fox", "a bad fox", "a fox nobody waits for"))
+    finish(app, done, grid_buttons("st"))
+    with app.app_context():
+        db.session.get(Task, int(failed)).status = "FAILURE"
+        db.session.commit()
+    assert admin.post(f"/mj/task/{cancelled}/cancel", headers={"mj-api-secret": SECRET}).get_json()["code"] == 1
+    stats = admin.get("/mj/admin/stats?days=1", headers={"mj-api-secret": SECRET}).get_json()["result"]
+    assert [(r["mode"], r["action"], r["success"], r["failure"], r["cancel"]) for r in stats] == [
+        ("RELAX", "IMAGINE", 1, 1, 1)]
+    dashboard = admin.get("/admin/").get_data(as_text=True)
+    day = stats[0]["day"]
+    assert f"<td>{day}</td><td>RELAX</td><td>IMAGINE</td><td>1</td><td>1</td><td>1</td>" in dashboard
+    assert '<span id="hour-cancel">1</span> cancelled' in dashboard
+
+
 def test_a_button_clicked_on_the_page_submits_the_action_and_a_region_vary_completes_its_modal(app, admin):
     parent = imagine(admin)
     finish(app, parent, grid_buttons("abc"))
@@ -154,9 +245,10 @@ def test_accounts_can_be_disabled_with_a_reason_and_enabled_again(admin):
     csrf = token(admin, "/admin/accounts")
     admin.post(f"/admin/accounts/{account}/disable", data={"reason": "card expired", "csrf_token": csrf})
     page = admin.get("/admin/accounts").get_data(as_text=True)
-    assert "card expired" in page and f"/admin/accounts/{account}/enable" in page
+    assert '<span class="reason">card expired</span>' in page and f"/admin/accounts/{account}/enable" in page
     admin.post(f"/admin/accounts/{account}/enable", data={"csrf_token": csrf})
-    assert f"/admin/accounts/{account}/disable" in admin.get("/admin/accounts").get_data(as_text=True)
+    page = admin.get("/admin/accounts").get_data(as_text=True)
+    assert f"/admin/accounts/{account}/disable" in page and "card expired" not in page
 
 
 def test_a_new_key_is_shown_once_and_works_on_the_api(admin):

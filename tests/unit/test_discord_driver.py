@@ -5,11 +5,17 @@ from __future__ import annotations
 import threading
 import time
 
+import requests
+
 from app import protocol
 from app.models import Account, Task
+from app.services.account_admin import account_secrets
 from tests.unit import discord_harness
 from workers.drivers.base import Job
 from workers.drivers.discord import with_mode
+from workers.drivers.discord_accounts import CREDITS_DISABLE
+from workers.drivers.discord_rest import DiscordUrls
+from workers.drivers.discord_seed import seed_lookup
 
 harness = discord_harness.harness
 
@@ -26,6 +32,17 @@ def test_an_imagine_runs_on_discord_with_progress_a_stored_grid_and_midjourneys_
     assert all(props["messageHash"] in b["customId"] for b in task["buttons"])
     sent = [p for p in harness.fake.interactions if p["nonce"] == props["nonce"]]
     assert len(sent) == 1 and sent[0]["data"]["options"][0]["value"] == "a red fox in snow --ar 16:9 --fast"
+
+
+def test_a_discord_result_records_its_cdn_url_which_the_origin_mount_answers(harness):
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a red fox"}))
+    origin = task["properties"]["originImageUrl"]
+    assert origin.startswith(f"{harness.fake.url}/attachments/{harness.user.channel_id}/")
+    assert origin.split("?", 1)[0].endswith(f"_{task['properties']['messageHash']}.png") and "?ex=" in origin
+    assert requests.get(origin, timeout=5).content == harness.client.get(task["imageUrl"].removeprefix(
+        "http://mjq.test")).data
+    assert harness.client.get(f"/mj-origin/mj/task/{task['id']}/fetch").get_json()["imageUrl"] == origin
+    assert harness.client.get(f"/mj/task/{task['id']}/fetch").get_json()["imageUrl"] == task["imageUrl"]
 
 
 def test_the_mode_flag_follows_the_job_mode():
@@ -76,6 +93,30 @@ def test_credits_exhausted_limits_the_account_to_relax(harness):
     with harness.session_factory() as session:
         account = session.get(Account, "dc-1")
         assert account is not None and account.enable and account.modes == ["RELAX"]
+
+
+def test_credits_exhausted_disables_the_account_when_the_setting_says_disable(harness):
+    harness.retirer.credits_policy = CREDITS_DISABLE  # MJQ_DISCORD_CREDITS_EXHAUSTED=disable
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a fox [fake:credits]"}))
+    assert task["status"] == protocol.FAILURE and task["failReason"].startswith("[Credits exhausted]")
+    with harness.session_factory() as session:
+        account = session.get(Account, "dc-1")
+        assert account is not None and not account.enable and account.modes == ["FAST", "TURBO", "RELAX"]
+        assert account.disabled_reason == task["failReason"]
+
+
+def test_the_seed_is_read_from_the_dm_after_show_and_the_envelope_reaction(harness, redis):
+    grid = harness.run(harness.submit("/submit/imagine", {"prompt": "a seeded fox"}))
+    job_hash = grid["properties"]["messageHash"]
+    lookup = seed_lookup(redis, DiscordUrls(api=harness.fake.url),
+                         lambda account: account_secrets(account, harness.box))
+    with harness.session_factory() as session:
+        task = session.get(Task, int(grid["id"]))
+        assert lookup(task, session.get(Account, "dc-1")) == harness.fake.bot.seeds[job_hash]
+    show = harness.fake.interactions[-1]
+    assert show["type"] == 2 and show["data"]["name"] == "show" and "guild_id" not in show
+    assert show["channel_id"] == harness.user.dm_channel_id
+    assert show["data"]["options"] == [{"type": 3, "name": "job_id", "value": job_hash}]
 
 
 def test_a_redelivered_job_follows_its_recorded_reference_without_a_second_interaction(harness):

@@ -93,13 +93,27 @@ def test_vary_region_without_a_nonce_is_found_by_its_reply_to_the_parent_and_its
     assert steps == ["started", "progress", "succeeded"] and tracker.progress_message_id == "31"
 
 
-def test_the_prompt_is_a_last_resort_only_after_a_start_without_any_hash():
+def test_the_prompt_is_a_last_resort_only_once_the_progress_message_without_any_hash_is_gone():
     tracker = Tracker("111", prompt="a  red fox --q 1")
-    kinds(tracker, [message("MESSAGE_CREATE", "10", f"**a red fox** - {U} (Waiting to start)", nonce="111")])
+    kinds(tracker, [message("MESSAGE_CREATE", "10", f"**a red fox** - {U} (Waiting to start)", nonce="111"),
+                    event("MESSAGE_DELETE", id="10", channel_id="9")])
     [step] = tracker.feed(message("MESSAGE_CREATE", "11", f"**a red fox** - {U} (fast)", "upload.png"))
     assert step.kind == "succeeded"
     fresh = Tracker("111", prompt="a red fox")
     assert fresh.feed(message("MESSAGE_CREATE", "11", f"**a red fox** - {U} (fast)", "upload.png")) == []
+
+
+def test_a_twin_jobs_result_arriving_before_our_first_progress_edit_is_not_taken():
+    tracker = Tracker("111", prompt="a red fox")
+    steps = kinds(tracker, [
+        message("MESSAGE_CREATE", "10", f"**a red fox** - Variations by {U} (Waiting to start)", nonce="111"),
+        # V2 of the same grid (same prompt, its own hash) ends while our V1 has not shown a hash yet.
+        message("MESSAGE_CREATE", "21", f"**a red fox** - Variations by {U} (fast)", f"user_a_red_fox_{OTHER}.png"),
+        message("MESSAGE_UPDATE", "10", f"**a red fox** - Variations by {U} (31%) (fast)", f"{HASH}_grid_0.webp"),
+        event("MESSAGE_DELETE", id="10", channel_id="9"),
+        message("MESSAGE_CREATE", "11", f"**a red fox** - Variations by {U} (fast)", f"user_a_red_fox_{HASH}.png"),
+    ])
+    assert steps == ["started", "progress", "succeeded"] and tracker.job_hash == HASH
 
 
 def test_a_describe_ends_on_the_embed_edit_of_its_nonce_message():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import fakeredis
+import pytest
 
 from app import protocol
 from app.models import Account, Task
@@ -123,3 +124,36 @@ def test_one_process_holds_an_account_and_a_stale_holder_can_neither_renew_nor_p
     assert [e.data["id"] for e in stream.read("0-0", block_ms=10)] == ["2"]
     second.release(taken)
     assert first.acquire("dc-1") is not None
+
+
+def _enabled(harness) -> Account:
+    with harness.session_factory() as session:
+        account = session.get(Account, "dc-1")
+        assert account is not None
+        return account
+
+
+@pytest.mark.parametrize("code", [4000, 4001, 4002, 4003, 4005, 4007, 4008, 4009])
+def test_a_close_discord_lets_clients_reconnect_from_keeps_the_account_and_connects_again(harness, code):
+    fake, token = harness.fake, harness.user.token
+    fake.close(token, code, "reconnect, please")
+    # 4007 (invalid seq) and 4009 (session timed out) need a new session; the others resume the old one.
+    if code in (4007, 4009):
+        wait_for(lambda: fake.identifies == 2 and fake.connected(token), 10, "a new IDENTIFY")
+        assert fake.resumes == 0
+    else:
+        wait_for(lambda: fake.resumes == 1 and fake.connected(token), 10, "a RESUME")
+        assert fake.identifies == 1
+    account = _enabled(harness)
+    assert account.enable and account.disabled_reason is None
+
+
+@pytest.mark.parametrize(("code", "reason"), [(4010, "Invalid shard"), (4011, "Sharding required"),
+                                              (4012, "Invalid API version"), (4013, "Invalid intent(s)"),
+                                              (4014, "Disallowed intent(s)")])
+def test_a_close_discord_documents_as_final_disables_the_account_with_the_code_and_reason(harness, code, reason):
+    harness.fake.close(harness.user.token, code, reason)
+    wait_for(lambda: not _enabled(harness).enable, 10, "dc-1 to be disabled")
+    assert _enabled(harness).disabled_reason == f"Discord gateway closed with {code}: {reason}"
+    wait_for(lambda: not harness.fake.connected(harness.user.token), 5, "dc-1's socket to close")
+    assert harness.fake.identifies == 1 and harness.fake.resumes == 0

@@ -1,7 +1,8 @@
 """The Discord message parser against a corpus of Midjourney messages in every format mjq reads.
 
 Each sample in tests/unit/discord_corpus/*.json is a MESSAGE_CREATE/UPDATE payload with what it
-must parse to: state, progress, prompt, job hash, buttons, failReason and the account action.
+must parse to: state, progress, prompt, job hash, buttons, failReason and the account action; a
+sample must assert each of them that its message format carries (`carried_fields`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,33 @@ def test_the_corpus_covers_every_state_and_format():
     assert {"imagine", "variation", "image", "upscale", "zoom", "pan", "Strong", "Subtle", "Region", "Creative",
             "2x", "4x", "left", "right", "up", "down"} <= kinds
     assert len(SAMPLES) >= 50
+
+
+def carried_fields(sample: dict[str, Any]) -> set[str]:
+    """What the sample's message format carries, judged from the raw message (not from the parser): a job line
+    (`**prompt** - …`) carries the prompt and a status (progress, or none on a final); an image or components carry
+    the job hash (or its absence) and the buttons; failures carry the reason and what happens to the account;
+    describe and shorten results carry their prompts."""
+    message, state = sample["message"], sample["expect"]["state"]
+    fields = {"state"}
+    if str(message.get("content") or "").startswith("**"):
+        fields |= {"prompt", "percent"}
+    if message.get("attachments") or message.get("components") or \
+            any(embed.get("image") for embed in message.get("embeds") or []):
+        fields |= {"job_hash", "buttons"}
+    if state == dp.FAILED:
+        fields |= {"fail_reason", "account_action"}
+    if state in (dp.DESCRIBED, dp.SHORTENED):
+        fields |= {"prompts"}
+    return fields
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s["name"] for s in SAMPLES])
+def test_each_sample_asserts_every_field_its_format_carries(sample: dict[str, Any]):
+    expect = sample["expect"]
+    assert carried_fields(sample) <= set(expect), f"the sample does not assert {carried_fields(sample) - set(expect)}"
+    if expect["state"] in (dp.FINAL, dp.DESCRIBED, dp.SHORTENED):
+        assert expect["buttons"], "a result message always carries Midjourney's buttons"
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s["name"] for s in SAMPLES])

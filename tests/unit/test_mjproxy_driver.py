@@ -23,6 +23,7 @@ from workers.drivers.mjproxy_client import Endpoint, UpstreamClient
 from workers.drivers.mjproxy_watch import UpstreamWatch, callback_signature
 from workers.events import TaskEvents
 from workers.executor import DONE, FAILED, LOST, Executor
+from workers.scheduler import Scheduler
 
 KEY = generate_key()
 ACCOUNT = "up-1"
@@ -56,7 +57,7 @@ class Harness:
     """The driver (short timeouts, recorded sleeps) inside an executor, run on a thread per job."""
 
     def __init__(self, client, session_factory, redis, images, poll_seconds: float = 0.05,
-                 timeout_seconds: float = 2.0) -> None:
+                 timeout_seconds: float = 2.0, scheduler: Scheduler | None = None) -> None:
         self.client = client
         self.session_factory = session_factory
         self.sleeps: list[float] = []
@@ -65,8 +66,10 @@ class Harness:
         self.driver = MjproxyDriver(images, http, self.watch, session_factory, "http://mjq.test", KEY,
                                     sleep=self.sleeps.append, liveness_check_seconds=0.1)
         box = SecretBox.from_key(KEY)
+        # The executor's busy backoffs are recorded, not slept.
         self.executor = Executor(session_factory, redis, {"mjproxy": self.driver}, "fast@test/1",
-                                 secrets=lambda account: account_secrets(account, box))
+                                 secrets=lambda account: account_secrets(account, box), scheduler=scheduler,
+                                 sleep=self.sleeps.append)
         self.outcomes: dict[int, str] = {}
         self.threads: list[threading.Thread] = []
 
@@ -248,8 +251,79 @@ def test_an_upstream_that_stays_busy_fails_the_job_naming_the_code_after_every_b
     task_id = int(harness.post("/submit/imagine", {"prompt": "a fox"})["result"])
     assert harness.run(task_id) == FAILED
     reason = harness.fetch(task_id)["failReason"]
-    assert reason.startswith(label) and f"(code {code})" in reason and "gave up after 4 tries" in reason
+    assert reason.startswith(label) and f"(code {code})" in reason
+    assert reason.endswith(f"gave up after 4 tries (accounts tried: {ACCOUNT})")
     assert harness.sleeps == [2.0, 5.0, 15.0] and len(fake.calls_to("/submit/imagine")) == 4
+
+
+@pytest.fixture
+def second(session_factory, accounts):
+    """A second upstream behind a second mjproxy account, up-2."""
+    with FakeMjproxy() as upstream:
+        with session_factory() as session:
+            create_account(session, {"id": "up-2", "name": "Upstream 2", "driver": "mjproxy",
+                                     "settings": {"baseUrl": upstream.url, "secret": upstream.secret}},
+                           SecretBox.from_key(KEY))
+        yield upstream
+
+
+@pytest.fixture
+def slots(client, session_factory, redis, images):
+    """The harness with the scheduler the API admits into (fakeredis): slots are taken and given back for real."""
+    scheduler = Scheduler(redis)
+    h = Harness(client, session_factory, redis, images, scheduler=scheduler)
+    h.scheduler = scheduler  # type: ignore[attr-defined]
+    yield h
+    h.watch.stop()
+    for thread in h.threads:
+        thread.join(timeout=5)
+
+
+def test_a_new_job_refused_as_busy_moves_to_another_eligible_account_with_its_slot_and_runs_there(
+        slots, fake, second):
+    fake.script("/submit/imagine", Reply(code=23, description="queue full"))
+    task_id = int(slots.post("/submit/imagine", {"prompt": "a fox", "accountFilter": {"instanceId": ACCOUNT}})[
+        "result"])
+    slots.start(task_id)
+    upstream_id = second.task_for(str(task_id))
+    assert (slots.scheduler.holders(ACCOUNT, "fast"), slots.scheduler.holders("up-2", "fast")) == (0, 1)
+    assert slots.scheduler.waiting(ACCOUNT, "fast") == []
+    finish(second, upstream_id, png((7, 7, 7)))
+    slots.threads[0].join(10)
+    assert slots.outcomes[task_id] == DONE and slots.sleeps == []
+    task = slots.fetch(task_id)
+    assert task["status"] == "SUCCESS"
+    assert (task["properties"]["discordInstanceId"], task["properties"]["movedFrom"]) == ("up-2", [ACCOUNT])
+    assert slots.row(task_id).upstream_id == f"up-2:{upstream_id}"
+    assert len(fake.calls_to("/submit/imagine")) == 1 and slots.scheduler.holders("up-2", "fast") == 0
+
+
+def test_a_job_busy_on_every_account_fails_after_the_backoffs_naming_the_accounts_it_tried(harness, fake, second):
+    fake.script("/submit/imagine", Reply(code=23, description="queue full"))
+    second.script("/submit/imagine", *[Reply(code=23, description="queue full")] * 4)
+    task_id = int(harness.post("/submit/imagine", {"prompt": "a fox", "accountFilter": {"instanceId": ACCOUNT}})[
+        "result"])
+    assert harness.run(task_id) == FAILED
+    assert harness.fetch(task_id)["failReason"].endswith(f"gave up after 5 tries (accounts tried: {ACCOUNT}, up-2)")
+    assert harness.sleeps == [2.0, 5.0, 15.0]
+    assert (len(fake.calls_to("/submit/imagine")), len(second.calls_to("/submit/imagine"))) == (1, 4)
+
+
+def test_a_follow_up_refused_as_busy_stays_on_its_parents_account_and_waits_off_its_slot(slots, fake, second):
+    parent_id, parent_upstream = imagine(slots, fake, accountFilter={"instanceId": ACCOUNT})
+    finish(fake, parent_upstream, png((5, 5, 5)))
+    slots.threads[0].join(10)
+    fake.script("/submit/action", *[Reply(code=3, description="the parent's account is down")] * 2)
+    held_while_waiting: list[int] = []
+    slots.executor.sleep = lambda seconds: (slots.sleeps.append(seconds),
+                                            held_while_waiting.append(slots.scheduler.holders(ACCOUNT, "fast")))
+    child = int(slots.post("/submit/action", {"taskId": str(parent_id), "customId": GRID[1]["customId"]})["result"])
+    slots.start(child)
+    finish(fake, fake.task_for(str(child)), png((6, 6, 6)), name="upscaled.png")
+    slots.threads[-1].join(10)
+    assert slots.fetch(child)["status"] == "SUCCESS" and slots.row(child).account_id == ACCOUNT
+    assert slots.sleeps == [2.0, 5.0] and held_while_waiting == [0, 0]
+    assert len(fake.calls_to("/submit/action")) == 3 and second.calls == []
 
 
 @pytest.mark.parametrize(("reply", "expected"), [
@@ -402,6 +476,23 @@ def test_a_job_failed_by_the_sweeper_stops_its_follower_and_its_upstream_job(har
     harness.threads[0].join(10)
     assert harness.outcomes[task_id] == LOST
     assert fake.wait_for_call(f"/task/{upstream_id}/cancel")
+
+
+def test_a_job_failed_between_its_submit_and_the_record_of_it_is_cancelled_upstream(harness, fake):
+    submit = harness.driver.submit
+
+    def then_the_sweeper(job):
+        ref = submit(job)  # accepted upstream, checked still open: the sweeper fails it now
+        TaskEvents(harness.session_factory, None, job.task_id, None).transition(
+            status="FAILURE", failReason="timed out: no progress from the upstream for 5 min")
+        return ref
+
+    harness.driver.submit = then_the_sweeper  # type: ignore[method-assign]
+    task_id = int(harness.post("/submit/imagine", {"prompt": "a fox"})["result"])
+    assert harness.executor.execute(task_id) == LOST
+    upstream_id = fake.task_for(str(task_id))
+    assert fake.wait_for_call(f"/task/{upstream_id}/cancel") and fake.tasks[upstream_id]["status"] == "CANCEL"
+    assert harness.fetch(task_id)["status"] == "FAILURE"
 
 
 def test_a_hook_event_that_arrives_before_the_follower_opens_its_watch_is_not_lost(fake):

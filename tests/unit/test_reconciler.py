@@ -1,6 +1,8 @@
 """The reconciler makes the row, not the Redis message, the promise."""
 from __future__ import annotations
 
+import json
+
 from app.models import Task
 from tests.unit.conftest import drain
 from workers import queues
@@ -21,7 +23,7 @@ def test_a_row_whose_message_was_never_sent_is_enqueued(session_factory, redis, 
     make_task(session_factory, 1, enqueued_at=None)
     make_task(session_factory, 2, enqueued_at=5, mode="RELAX")
     sent = reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000, clock=lambda: SUBMIT_GRACE_MS + 1)
-    assert sent == {"unsent": 1, "after_wipe": 0, "orphaned": 0}
+    assert sent == {"unsent": 1, "after_wipe": 0, "orphaned": 0, "dropped": 0}
     assert [m["args"] for m in drain(celery, queues.FAST)] == [["1", "IMAGINE"]]
     assert drain(celery, queues.NORMAL) == []
     with session_factory() as s:
@@ -41,7 +43,7 @@ def test_after_redis_lost_everything_open_rows_are_enqueued_again(session_factor
     make_task(session_factory, 3, status="IN_PROGRESS", enqueued_at=5, updated_at=now - 1_000)    # moving
     make_task(session_factory, 4, status="SUCCESS", enqueued_at=5)
     sent = reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000, clock=lambda: now)
-    assert sent == {"unsent": 0, "after_wipe": 2, "orphaned": 0}
+    assert sent == {"unsent": 0, "after_wipe": 2, "orphaned": 0, "dropped": 0}
     assert sorted(m["args"][0] for m in drain(celery, queues.FAST)) == ["1", "2"]
     # The marker is back: the next sweep does not enqueue again.
     assert reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000, clock=lambda: now)["after_wipe"] == 0
@@ -85,3 +87,44 @@ def test_a_duplicate_message_for_a_live_execution_is_dropped(client, session_fac
     redis.delete(f"mjq:exec:{task_id}")  # it died: the next message takes over and finishes the job
     assert executor.execute(task_id) == "done"
     assert redis.get(f"mjq:exec:{task_id}") is None
+
+
+def kombu_message(task_id: int) -> str:
+    """A message as kombu's Redis transport stores it in a queue's list (the fields mjq reads)."""
+    return json.dumps({"body": "W10=", "content-encoding": "utf-8", "content-type": "application/json",
+                       "headers": {"lang": "py", "task": "mj.execute", "id": str(task_id)}, "properties": {}})
+
+
+def test_a_never_claimed_row_whose_message_redis_dropped_is_sent_again(session_factory, redis, celery):
+    redis.set(EPOCH_KEY, "1")
+    now = 1_000_000
+    sent_long_ago = now - 120_000
+    make_task(session_factory, 1, enqueued_at=sent_long_ago)                 # message waiting in the list
+    make_task(session_factory, 2, enqueued_at=sent_long_ago)                 # reserved by a live worker
+    make_task(session_factory, 3, enqueued_at=sent_long_ago)                 # dropped by a dying worker
+    make_task(session_factory, 4, enqueued_at=now - 1_000)                   # just sent: not looked at
+    make_task(session_factory, 5, enqueued_at=sent_long_ago, mode="RELAX")   # dropped from the normal queue
+    redis.rpush(queues.FAST, kombu_message(1))
+    redis.hset("unacked", "tag-2", json.dumps([json.loads(kombu_message(2)), "", queues.FAST]))
+    redis.hset("unacked", "tag-x", json.dumps([{"headers": {"id": "a-celery-uuid"}}, "", queues.WEBHOOKS]))
+
+    sent = reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000, clock=lambda: now)
+
+    assert sent == {"unsent": 0, "after_wipe": 0, "orphaned": 0, "dropped": 2}
+    assert [m["args"] for m in drain(celery, queues.FAST)] == [["3", "IMAGINE"]]
+    assert [m["args"] for m in drain(celery, queues.NORMAL)] == [["5", "IMAGINE"]]
+    with session_factory() as s:
+        assert s.get(Task, 3).enqueued_at == now
+    # Sent again just now: the next sweep leaves it to the new message.
+    assert reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000, clock=lambda: now)["dropped"] == 0
+
+
+def test_a_queue_too_long_to_read_is_not_searched_for_dropped_messages(session_factory, redis, celery, monkeypatch):
+    from workers import reconciler
+
+    monkeypatch.setattr(reconciler, "MAX_SCANNED_MESSAGES", 2)
+    redis.set(EPOCH_KEY, "1")
+    make_task(session_factory, 1, enqueued_at=5)
+    redis.rpush(queues.FAST, *(kombu_message(i) for i in (7, 8, 9)))
+    sent = reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000, clock=lambda: 1_000_000)
+    assert sent["dropped"] == 0 and drain(celery, queues.FAST) == []

@@ -20,6 +20,7 @@ ROUTES = {
     "insight_face.swap_face": ("post", "/mj/insight-face/swap"),
     "tasks.list_by_condition": ("post", "/mj/task/list-by-condition"),
     "admin.create_key": ("post", "/mj/admin/keys"), "admin.credit_key": ("post", "/mj/admin/keys/{keyId}/credit"),
+    "admin.update_key": ("patch", "/mj/admin/keys/{keyId}"),
     "accounts.create": ("post", "/mj/account/create"),
     "accounts.query": ("post", "/mj/account/query"), "accounts.update": ("put", "/mj/account/sim-1/update"),
     "accounts.disable": ("post", "/mj/account/sim-1/disable"),

@@ -11,6 +11,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from app.models import Task
+from tests.imaging import data_url
 from tests.unit.conftest import drain
 from workers import queues
 
@@ -220,3 +221,15 @@ def test_an_image_over_the_size_cap_is_refused_naming_the_field(settings, celery
 def test_more_images_than_the_cap_are_refused(client):
     reply = client.post("/mj/submit/imagine", json={"prompt": "cat", "base64Array": [png_data_url()] * 6}).get_json()
     assert reply["code"] == 4 and "base64Array" in reply["description"]
+
+
+@pytest.mark.parametrize("encode, ext, magic", [
+    (lambda image: data_url(image, "WEBP"), "webp", b"RIFF"), (lambda image: data_url(image, "GIF"), "gif", b"GIF8")])
+def test_webp_and_gif_pad_images_are_accepted_by_their_magic_bytes(client, session_factory, images, encode, ext,
+                                                                     magic):
+    body = client.post("/mj/submit/imagine", json={"prompt": "cat", "base64Array": [encode(Image.new("RGB", (8, 8)))]}
+                       ).get_json()
+    assert body["code"] == 1
+    with session_factory() as s:
+        [key] = s.get(Task, int(body["result"])).inputs["images"]
+    assert key.endswith(f".{ext}") and images.get(key).startswith(magic)

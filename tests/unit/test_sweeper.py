@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import fakeredis
 
-from app.models import Task, WebhookDelivery
+from app.models import Account, Task, WebhookDelivery
 from tests.unit.test_executor import FakeClock
+from workers.events import TaskEvents
 from workers.scheduler import Candidate, Scheduler
 from workers.sweeper import sweep
 from workers.webhook_outbox import WebhookOutbox
@@ -35,6 +36,37 @@ def test_a_job_without_progress_for_its_account_timeout_fails_and_frees_its_slot
         assert s.get(Task, moving).status == "IN_PROGRESS"
         assert [d.task_status for d in s.query(WebhookDelivery).filter_by(task_id=stuck)] == ["FAILURE"]
     assert scheduler.holders("sim-1", "fast") == 0
+
+
+MINUTE_MS = 60_000
+
+
+def test_an_account_timeout_of_2_min_counts_from_the_last_progress_event_not_from_the_start(
+        client, session_factory):
+    clock = FakeClock()
+    with session_factory() as s:
+        s.get(Account, "sim-1").timeout_minutes = 2
+        s.commit()
+    quick, patient = submit(client, "on a 2-min account"), submit(client, "on a 5-min account")
+    with session_factory() as s:
+        s.get(Task, quick).account_id, s.get(Task, patient).account_id = "sim-1", "sim-2"
+        s.commit()
+    events = {task_id: TaskEvents(session_factory, None, task_id, None, [], clock) for task_id in (quick, patient)}
+    for task_id in (quick, patient):
+        events[task_id].transition(status="IN_PROGRESS", startTime=clock(), progress="0%")
+    for minute in range(1, 11):  # progress every minute for 10 minutes, swept every minute
+        clock.now += MINUTE_MS
+        for task_id in (quick, patient):
+            events[task_id].transition(progress=f"{minute * 9}%")
+        assert sweep(session_factory, None, [], max_wait_seconds=900, clock=clock)["timed_out"] == 0
+    clock.now += MINUTE_MS  # started 11 min ago, last progress 1 min ago
+    assert sweep(session_factory, None, [], max_wait_seconds=900, clock=clock)["timed_out"] == 0
+    clock.now += 90_000  # 2.5 min without progress: past 2 min, not past 5
+    assert sweep(session_factory, None, [], max_wait_seconds=900, clock=clock)["timed_out"] == 1
+    with session_factory() as s:
+        failed = s.get(Task, quick)
+        assert (failed.status, failed.fail_reason) == ("FAILURE", "timed out: no progress from the upstream for 2 min")
+        assert (s.get(Task, patient).status, s.get(Task, patient).progress) == ("IN_PROGRESS", "90%")
 
 
 def test_a_job_that_never_started_within_the_wait_limit_fails(client, session_factory):

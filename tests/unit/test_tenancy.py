@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import fakeredis
 import pytest
 from sqlalchemy import select, text
 
@@ -13,6 +14,7 @@ from app.models_tenancy import ApiKey, IdempotencyRecord, LedgerEntry
 from app.services.plans import DEFAULT_PRICES
 from tests.unit.conftest import drain
 from tests.unit.test_executor import make_executor
+from tests.unit.test_submit_imagine import png_data_url
 from workers import queues
 from workers.billing import BillingWriter
 
@@ -23,6 +25,8 @@ PLANS = json.dumps({
                 "submitsPerMinute": 1000},
     "tiny": {"maxUnfinished": 10, "modes": ["FAST"], "dailyTasks": 2, "submitsPerMinute": 1000},
     "slow": {"maxUnfinished": 10, "modes": ["FAST"], "dailyTasks": 100, "submitsPerMinute": 2},
+    "chatty": {"maxUnfinished": 10, "modes": ["FAST"], "dailyTasks": 100, "submitsPerMinute": 1000,
+               "requestsPerMinute": 3},
 })
 
 
@@ -72,19 +76,14 @@ def test_a_user_key_cannot_use_the_admin_api(client):
     assert client.get("/mj/admin/stats", headers=auth(key)).status_code == 403
 
 
-def test_a_key_sees_only_its_own_tasks_and_others_read_as_unknown(client):
-    a, b = new_key(client, "premium"), new_key(client, "premium")
+def test_admins_see_the_tasks_of_every_key(client):
+    # What another user key sees of them: tests/unit/test_tenancy_isolation.py.
+    a = new_key(client, "premium")
     mine = submit(client, a)["result"]
-    theirs = client.get(f"/mj/task/{mine}/fetch", headers=auth(b))
-    unknown = client.get("/mj/task/1234567890123456789/fetch", headers=auth(b))
-    assert theirs.status_code == unknown.status_code == 404
-    assert theirs.get_json()["code"] == unknown.get_json()["code"] == 3
-    assert client.post("/mj/task/list-by-condition", json={"ids": [mine]}, headers=auth(b)).get_json() == []
-    assert client.get("/mj/task/list", headers=auth(b)).get_json() == []
-    assert client.get("/mj/task/queue", headers=auth(b)).get_json() == []
-    assert client.post(f"/mj/task/{mine}/cancel", headers=auth(b)).status_code == 404
-    assert [t["id"] for t in client.get("/mj/task/list", headers=auth(a)).get_json()] == [mine]
-    assert client.get(f"/mj/task/{mine}/fetch", headers=ADMIN).status_code == 200  # admins see everything
+    admin_key = new_key(client, "premium", role="admin")
+    for headers in (ADMIN, auth(admin_key)):
+        assert client.get(f"/mj/task/{mine}/fetch", headers=headers).status_code == 200
+        assert [t["id"] for t in client.get("/mj/task/list", headers=headers).get_json()] == [mine]
 
 
 def test_a_premium_key_at_its_cap_of_50_is_refused_naming_the_cap_while_another_key_is_accepted(client):
@@ -96,10 +95,14 @@ def test_a_premium_key_at_its_cap_of_50_is_refused_naming_the_cap_while_another_
     assert submit(client, b)["code"] in (1, 22)
 
 
-def test_a_mode_outside_the_plan_is_refused(client):
+def test_a_mode_outside_the_plan_is_refused_with_code_23_naming_the_plan_and_its_modes(client, session_factory):
     basic = new_key(client, "basic")
     reply = submit(client, basic, path="/mj-turbo/mj")
-    assert reply["code"] == 4 and "TURBO" in reply["description"]
+    assert reply["code"] == 23 and reply["result"] is None
+    assert reply["description"] == "plan basic allows only FAST, RELAX modes; TURBO is not among them"
+    with session_factory() as s:
+        assert s.scalars(select(Task)).all() == []
+    assert submit(client, basic, path="/mj-relax/mj")["code"] == 1
 
 
 def test_the_daily_cap_counts_the_tasks_of_the_utc_day(client):
@@ -117,6 +120,35 @@ def test_the_rate_limit_is_shared_by_every_api_process_and_says_when_to_retry(se
     resp = first.post("/mj/submit/imagine", json={"prompt": "third"}, headers=auth(slow))
     assert resp.status_code == 429 and 1 <= int(resp.headers["Retry-After"]) <= 61
     assert resp.get_json()["code"] == 9 and "2 jobs per minute" in resp.get_json()["description"]
+
+
+def test_every_request_of_a_user_key_counts_against_its_plan_across_api_processes_and_mounts(
+        settings, celery, redis, accounts):
+    first = create_app(settings, celery=celery, redis=redis).test_client()
+    second = create_app(settings, celery=celery, redis=redis).test_client()
+    chatty = new_key(first, "chatty")
+    task_id = submit(first, chatty)["result"]
+    assert second.get(f"/mj-relax/mj/task/{task_id}/fetch", headers=auth(chatty)).status_code == 200
+    assert first.get("/mj/task/list", headers=auth(chatty)).status_code == 200
+    refused = second.get(f"/mj/task/{task_id}/fetch", headers=auth(chatty))
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 61
+    assert refused.get_json()["code"] == 9 and "3 requests per minute" in refused.get_json()["description"]
+    assert first.post("/mj/submit/imagine", json={"prompt": "more"}, headers=auth(chatty)).status_code == 429
+    assert [t["id"] for t in first.get("/mj/task/list", headers=ADMIN).get_json()] == [task_id]
+
+
+def test_admins_are_not_held_to_a_request_rate(client):
+    admin_key = new_key(client, "chatty", role="admin")
+    for headers in (ADMIN, auth(admin_key)):
+        assert [client.get("/mj/task/list", headers=headers).status_code for _ in range(5)] == [200] * 5
+
+
+def test_without_redis_the_request_rate_is_not_enforced(settings, celery, accounts):
+    server = fakeredis.FakeServer()
+    client = create_app(settings, celery=celery, redis=fakeredis.FakeRedis(server=server)).test_client()
+    chatty = new_key(client, "chatty")
+    server.connected = False
+    assert [client.get("/mj/task/list", headers=auth(chatty)).status_code for _ in range(5)] == [200] * 5
 
 
 def test_idempotency_key_replays_the_answer_without_a_second_job(client, celery, session_factory):
@@ -137,6 +169,29 @@ def test_idempotency_key_replays_the_answer_without_a_second_job(client, celery,
     assert client.post("/mj/submit/imagine", json={}, headers=retry).get_json()["code"] == 4
     fixed = client.post("/mj/submit/imagine", json={"prompt": "fixed"}, headers=retry)
     assert fixed.get_json()["code"] == 1  # a refused request is not remembered
+
+
+def test_a_submit_that_failed_with_an_internal_error_runs_when_retried_with_its_idempotency_key(
+        client, app, celery, session_factory, monkeypatch):
+    key = new_key(client, "premium")
+    headers = {**auth(key), "Idempotency-Key": "order-7"}
+    body = {"prompt": "a fox", "base64Array": [png_data_url()]}
+
+    def disk_full(key: str, data: bytes) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(app.extensions["mjq"].images, "put", disk_full)
+    failed = client.post("/mj/submit/imagine", json=body, headers=headers)
+    assert failed.status_code == 500 and failed.get_json()["code"] == 9
+    with session_factory() as s:  # nothing is left behind: no row, no record, no message, no place in a queue
+        assert s.scalars(select(Task)).all() == [] and s.scalars(select(IdempotencyRecord)).all() == []
+    assert drain(celery, queues.FAST) == []
+    assert [app.extensions["mjq"].scheduler.waiting(a, "fast") for a in ("sim-1", "sim-2")] == [[], []]
+    monkeypatch.undo()
+    retried = client.post("/mj/submit/imagine", json=body, headers=headers)
+    assert retried.status_code == 200 and retried.get_json()["code"] == 1
+    assert client.post("/mj/submit/imagine", json=body, headers=headers).get_json() == retried.get_json()
+    assert [m["args"][0] for m in drain(celery, queues.FAST)] == [retried.get_json()["result"]]
 
 
 def test_a_metered_key_needs_the_balance_for_the_job(client):

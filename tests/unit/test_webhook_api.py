@@ -12,8 +12,10 @@ from workers.webhook_outbox import WebhookOutbox
 from workers.webhooks import DELIVER
 
 
-def run_job(client, session_factory, redis, images, hook: str, clock) -> str:
-    task_id = client.post("/mj/submit/imagine", json={"prompt": "a fox", "notifyHook": hook}).get_json()["result"]
+def run_job(client, session_factory, redis, images, hook: str | None, clock, headers=None) -> str:
+    """Submit an imagine (with `hook` as notifyHook unless None) as `headers` say, and run it to the end."""
+    body = {"prompt": "a fox"} if hook is None else {"prompt": "a fox", "notifyHook": hook}
+    task_id = client.post("/mj/submit/imagine", json=body, headers=headers).get_json()["result"]
     executor = make_executor(session_factory, redis, images, clock=clock)
     executor.listeners = [WebhookOutbox(2.0, 0.0, None, clock)]
     executor.execute(int(task_id))

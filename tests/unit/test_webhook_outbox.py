@@ -6,9 +6,11 @@ from sqlalchemy import select
 
 from app import protocol
 from app.models import Task, now_ms
+from config import Settings
 from tests.fakes.webhooks import SECRET, Receiver, deliveries, events_for, hooked_task, make_deliverer, verify
 from tests.unit.conftest import drain
 from tests.unit.test_executor import FakeClock, make_executor
+from tests.unit.test_webhook_api import deliver_due, run_job
 from workers import queues
 from workers.events import TaskEvents
 from workers.webhook_outbox import WebhookOutbox
@@ -118,3 +120,40 @@ def test_the_fast_path_sends_each_new_delivery_id_on_the_webhook_queue_only(clie
     assert drain(celery, queues.FAST) == [] and drain(celery, queues.NORMAL) == []
     with session_factory() as session:
         assert session.scalar(select(Task.seq).where(Task.id == int(task_id))) == rows[-1].seq
+
+
+def test_a_task_submitted_without_notify_hook_goes_to_mjq_notify_hook_and_one_with_it_to_its_own(
+        settings, celery, redis, accounts, session_factory, images):
+    from app import create_app
+
+    clock = FakeClock(now_ms())
+    with Receiver() as default, Receiver() as own:
+        env = {"MJQ_NOTIFY_HOOK": default.url("/default")}
+        client = create_app(Settings.from_env(env, database_url=settings.database_url, data_dir=settings.data_dir,
+                                              public_url=settings.public_url), celery=celery, redis=redis
+                            ).test_client()
+        plain = run_job(client, session_factory, redis, images, None, clock)
+        hooked = run_job(client, session_factory, redis, images, own.url("/own"), clock)
+        deliver_due(make_deliverer(session_factory, clock))
+        to_default, to_own = list(default.received), list(own.received)
+    assert {verify(SECRET, r)["id"] for r in to_default} == {plain}
+    assert {verify(SECRET, r)["id"] for r in to_own} == {hooked}
+    assert verify(SECRET, to_default[-1])["status"] == verify(SECRET, to_own[-1])["status"] == "SUCCESS"
+
+
+def test_the_progress_interval_of_the_workers_outbox_comes_from_the_environment(settings, session_factory):
+    from workers.runtime import build_runtime
+
+    runtime = build_runtime(Settings.from_env({"MJQ_WEBHOOK_PROGRESS_INTERVAL_SECONDS": "7.5"},
+                                              database_url=settings.database_url, data_dir=settings.data_dir))
+    assert runtime.webhook_outbox is not None
+    with Receiver() as rx:
+        task_id = hooked_task(session_factory, rx.url())
+        events = events_for(session_factory, task_id, runtime.webhook_outbox)
+        events.transition(status=protocol.SUBMITTED, progress="0%")
+        events.transition(status=protocol.IN_PROGRESS)
+        deliver_due(make_deliverer(session_factory, now_ms))  # the start of IN_PROGRESS is out: progress waits for it
+        events.transition(progress="15%")
+    started, progress = deliveries(session_factory, task_id)[1:]
+    assert (started.status, progress.progress) == ("delivered", "15%")
+    assert progress.due_at - started.due_at == 7_500

@@ -24,6 +24,13 @@ class UpstreamTimeout(UpstreamError):
     """Raised when the upstream job made no progress within the account's timeout."""
 
 
+class UpstreamBusy(UpstreamError):
+    """Raised by `submit` when the upstream has no room for the job now (an mjproxy upstream's code 23 or 3).
+
+    Nothing was started upstream, so the executor may run the job on another account or try again later.
+    """
+
+
 @dataclass(frozen=True)
 class Job:
     """What a driver needs to run one task (ids and values, never ORM objects)."""
@@ -63,3 +70,11 @@ class Driver(Protocol):
 
     def follow(self, job: Job, upstream_ref: str, reporter: Reporter) -> None:
         """Block until the upstream job ends, reporting every change. Raises UpstreamError."""
+
+
+def abandon(driver: Driver, job: Job, upstream_ref: str) -> None:
+    """The job ended on mjq (a cancel, the sweeper) between its submit and the record of it: a driver that can
+    stop an upstream job (an `abandon` method) does so, so nothing runs upstream for a job nobody follows."""
+    stop = getattr(driver, "abandon", None)
+    if stop is not None:
+        stop(job, upstream_ref)

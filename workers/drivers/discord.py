@@ -267,6 +267,8 @@ class DiscordDriver:
             properties.update(finalPrompt=reading.text, prompts=reading.prompts)
             keys = job.inputs.get("images") or []
             url = self.images.url(keys[0]) if reading.state == dp.DESCRIBED and keys else None
+            if url is not None and reading.image_url:
+                properties["originImageUrl"] = reading.image_url  # the `origin` image mode shows it
             return url, reading.buttons, properties, reading.text if reading.state == dp.DESCRIBED else None
         if reading.content is not None:
             properties["finalPrompt"] = reading.content.prompt
@@ -274,6 +276,7 @@ class DiscordDriver:
         ext = name[-1].lower() if len(name) == 2 and name[-1].lower() in CONTENT_TYPES else "png"
         url = self._copy(rest, reading.image_url, f"{job.task_id}/{job_hash or properties['messageId']}.{ext}",
                          required=True)
+        properties["originImageUrl"] = reading.image_url  # Discord's CDN URL (signed, it expires): the `origin` mode
         return url, reading.buttons, properties, None
 
     def _copy(self, rest: DiscordRest, source: str | None, key: str, required: bool) -> str | None:

@@ -28,13 +28,13 @@ from sqlalchemy.orm import sessionmaker
 
 from app import protocol
 from app.models import Account, Task, now_ms
-from app.schemas import AccountFilter
-from app.services.accounts import choose_account, concurrency_for, eligible_accounts
+from app.services.accounts import concurrency_for
 from workers.dispatch import Dispatcher
 from workers.drivers import discord_parse
 from workers.drivers.discord_events import ACCOUNT_DISABLED, EventStream
 from workers.events import ClaimLost, Listener, TaskEvents
-from workers.scheduler import Candidate, QueueFull, Scheduler, pool_of
+from workers.executor import admit_elsewhere
+from workers.scheduler import Scheduler, pool_of
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,7 @@ class AccountRetirer:
             task = session.get(Task, task_id)
             if task is None or task.status != protocol.NOT_START:
                 return False
-            candidates = [a for a in eligible_accounts(session, task.mode, task.bot_type, AccountFilter())
-                          if a.id != old_account]
-            if not candidates:
-                return False
-            chosen = self._admit(session, candidates, task)
+            chosen = admit_elsewhere(session, self.scheduler, task, {old_account})
             if chosen is None:
                 return False
             properties: dict[str, Any] = {**(task.properties or {}), "discordInstanceId": chosen.id}
@@ -164,18 +160,6 @@ class AccountRetirer:
                 session.commit()
         log.info("task %s moved from account %s to %s", task_id, old_account, chosen.id)
         return True
-
-    def _admit(self, session: Any, candidates: list[Account], task: Task) -> Account | None:
-        if self.scheduler is None:
-            return choose_account(session, candidates, task.mode)
-        try:
-            admission = self.scheduler.admit(
-                [Candidate(a.id, concurrency_for(a, task.mode), a.queue_size, a.weight) for a in candidates],
-                pool_of(task.mode), task.id, task.submit_time)
-        except (QueueFull, RedisError) as exc:
-            log.warning("task %s cannot move: %s", task.id, exc)
-            return None
-        return next(a for a in candidates if a.id == admission.account_id)
 
     def _forget(self, account_id: str, mode: str, task_id: int, account: Account | None) -> None:
         if self.scheduler is None:

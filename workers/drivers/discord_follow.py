@@ -11,8 +11,10 @@ result was matched by prompt text; mjq's is not):
    nonce, carrying the same hash;
 5. for flows that carry no nonce at all (Vary (Region) through Midjourney's iframe): a new
    message replying to the parent's message with the expected kind (`Variations (Region)`);
-6. last resort, only once the job started but no hash was ever seen: a final message whose
-   primary prompt equals the job's.
+6. last resort, only once the job started, its progress message was deleted (Midjourney deletes
+   it right before posting the result) and no hash was ever seen: a final message whose primary
+   prompt equals the job's. Before that deletion a twin job's result (same prompt, e.g. V1 and
+   V2 of one grid) can arrive while ours still waits for its first progress edit.
 
 A single nonce-bearing message that is already final (U1–U4's `Image #N`) is a success.
 """
@@ -52,6 +54,7 @@ class Tracker:
     message_ids: set[str] = field(default_factory=set)
     job_hash: str | None = None
     progress_message_id: str | None = None
+    progress_deleted: bool = False
     percent: int = -1
     done: bool = False
 
@@ -64,6 +67,9 @@ class Tracker:
             return self._end(Step("failed", reason=str(d.get("reason") or "the account was disabled")))
         if event.type.startswith("INTERACTION_"):
             return self._interaction(event.type, d)
+        if event.type == "MESSAGE_DELETE" and str(d.get("id") or "") in self.message_ids:
+            self.progress_deleted = True
+            return []
         if event.type not in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
             return []
         reading = dp.read_message(d)
@@ -103,8 +109,8 @@ class Tracker:
         if self.reply_kind and not self.message_ids and replied_to and replied_to == self.parent_message_id \
                 and reading.content is not None and (reading.content.kind, reading.content.detail) == self.reply_kind:
             return True
-        # Last resort (see the module docstring): started, never saw a hash, same primary prompt.
-        return bool(self.message_ids and self.job_hash is None and reading.state == dp.FINAL
+        # Last resort (see the module docstring): progress message gone, never saw a hash, same primary prompt.
+        return bool(self.progress_deleted and self.job_hash is None and reading.state == dp.FINAL
                     and reading.content is not None and self.prompt
                     and dp.primary_prompt(reading.content.prompt) == dp.primary_prompt(self.prompt))
 

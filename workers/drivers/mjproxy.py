@@ -10,10 +10,9 @@ An account is a base URL (optionally with a mode prefix, `http://host/mj-relax`)
   which is completed at once with the job's prompt (and Vary (Region)'s mask). The
   returned reference `<account id>:<upstream task id>` is recorded before following, so a
   redelivered execution follows the same upstream task instead of submitting again.
-- **Busy upstream** (code 23, or 3: no account): the submit is tried again after each of
-  BUSY_BACKOFF_SECONDS, holding the job's slot on this account (the upstream behind it is
-  what is full); after the last it raises `UpstreamBusy`, which the executor records as
-  the failReason like any `UpstreamError`. Jobs are not moved to another account here.
+- **Busy upstream** (code 23, or 3: no account): `UpstreamBusy` is raised at once; the
+  executor decides (workers/executor.py): a new job moves to another eligible account, a
+  follow-up (or a job with nowhere to go) is requeued on its account after a backoff.
 - **Follow** reads the upstream task from the hub (hooks through Redis, batched polls, see
   mjproxy_watch.py) and maps every newer state onto the job: progress with the preview,
   then SUCCESS with the final image, buttons and properties, or the upstream's failReason.
@@ -40,14 +39,12 @@ from app.images import CONTENT_TYPES, ImageStore, valid_key
 from app.models import Task
 from config import Settings
 from workers.drivers.base import Job, Reporter, UpstreamError
-from workers.drivers.mjproxy_client import Answer, Endpoint, UpstreamBusy, UpstreamClient, UpstreamInvalid
+from workers.drivers.mjproxy_client import Answer, Endpoint, UpstreamClient, UpstreamInvalid
 from workers.drivers.mjproxy_watch import UpstreamWatch, callback_key, notify_url
 from workers.events import ClaimLost
 
 log = logging.getLogger(__name__)
 
-#: Seconds waited before each new try of a submit the upstream refused as busy (23 or 3).
-BUSY_BACKOFF_SECONDS = (2.0, 5.0, 15.0)
 #: Seconds between re-reads of the row while following (a cancel, or the sweeper's timeout).
 LIVENESS_CHECK_SECONDS = 10.0
 #: Tries of one image copy before the job fails (the upstream's store may lag its event).
@@ -90,7 +87,6 @@ class MjproxyDriver:
     def __init__(self, images: ImageStore, client: UpstreamClient, watch: UpstreamWatch,
                  session_factory: sessionmaker | None = None, callback_base: str = "", callback_key: str = "",
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
-                 busy_backoff_seconds: tuple[float, ...] = BUSY_BACKOFF_SECONDS,
                  liveness_check_seconds: float = LIVENESS_CHECK_SECONDS) -> None:
         """`callback_base` + `callback_key` make the notify hook; without either, jobs are followed by polling."""
         self.images = images
@@ -101,7 +97,6 @@ class MjproxyDriver:
         self.callback_key = callback_key
         self.sleep = sleep
         self.monotonic = monotonic
-        self.busy_backoff_seconds = busy_backoff_seconds
         self.liveness_check_seconds = liveness_check_seconds
 
     @classmethod
@@ -132,25 +127,22 @@ class MjproxyDriver:
                             "cancelled")
         return f"{job.account_id}:{answer.task_id}"
 
+    def abandon(self, job: Job, upstream_ref: str) -> None:
+        """The job ended on mjq just after its submit returned: cancel it upstream (workers/drivers/base.py)."""
+        self._cancel_upstream_if_ended(job, Endpoint.of(job.account_settings), split_ref(upstream_ref)[1])
+
     def _submit(self, endpoint: Endpoint, path: str, body: dict[str, Any]) -> Answer:
-        """One submit, tried again after each busy backoff. Raises UpstreamBusy after the last, or UpstreamError."""
-        delays = iter(self.busy_backoff_seconds)
-        while True:
-            try:
-                return self.client.submit(endpoint, path, body)
-            except UpstreamInvalid as exc:
-                if "notifyHook" not in body or "notifyhook" not in exc.description.lower():
-                    raise
-                # Some upstreams (mjq among them) refuse hooks on IP addresses or private hosts: follow by polling.
-                log.warning("%s refused the notify hook (%s); its jobs are followed by polling only", endpoint.host,
-                            exc.description)
-                body = {k: v for k, v in body.items() if k != "notifyHook"}
-            except UpstreamBusy as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    raise UpstreamBusy(f"{exc}; gave up after {len(self.busy_backoff_seconds) + 1} tries") from None
-                log.info("upstream %s busy (%s); trying again in %g s", endpoint.host, exc, delay)
-                self.sleep(delay)
+        """One submit (again without the notify hook when the upstream refuses it). Raises UpstreamBusy (23, 3)
+        or UpstreamError."""
+        try:
+            return self.client.submit(endpoint, path, body)
+        except UpstreamInvalid as exc:
+            if "notifyHook" not in body or "notifyhook" not in exc.description.lower():
+                raise
+            # Some upstreams (mjq among them) refuse hooks on IP addresses or private hosts: follow by polling.
+            log.warning("%s refused the notify hook (%s); its jobs are followed by polling only", endpoint.host,
+                        exc.description)
+            return self.client.submit(endpoint, path, {k: v for k, v in body.items() if k != "notifyHook"})
 
     def _request(self, job: Job, endpoint: Endpoint) -> tuple[str, dict[str, Any]]:
         """The upstream path and body that run `job`. Raises UpstreamError for what it cannot map."""

@@ -8,7 +8,7 @@ driver does with it (midjourney-proxy-protocol.md §1.2):
 |---|---|---|
 | 1, 22 | accepted (22: queued behind others) | `Answer` |
 | 21 | a modal waits (`result` = the MODAL task) | `Answer`; the driver completes the modal |
-| 23, 3 | queue full; no account (or the referenced task's account is down) | `UpstreamBusy` |
+| 23, 3 | queue full; no account (or the referenced task's account is down) | `UpstreamBusy` (base.py) |
 | 24 | banned prompt | `UpstreamError` naming the word |
 | 4, anything else | validation error, system error | `UpstreamError` with the description |
 
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import requests
 
 from app import protocol
-from workers.drivers.base import UpstreamError
+from workers.drivers.base import UpstreamBusy, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ MODE_PREFIXES = {"/mj-fast": "FAST", "/mj-relax": "RELAX", "/mj-turbo": "TURBO"}
 _BUSY_CODES = {protocol.CODE_QUEUE_REJECTED: "Queue full", protocol.CODE_NOT_FOUND: "Upstream unavailable"}
 _DOWNLOAD_CHUNK_BYTES = 256 * 1024
 _TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class UpstreamBusy(UpstreamError):
-    """Raised when the upstream has no room for the job now (code 23 or 3): retrying later may work."""
 
 
 class UpstreamInvalid(UpstreamError):

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Redis hash counting upstream submissions per nonce (fault tests assert ≤ 1 per job).
 SUBMISSIONS_KEY = "mjq:sim:submissions"
+#: Redis hash counting, per nonce, the executions a `[sim:crash]` job killed (the fault suite's own count).
+CRASHES_KEY = "mjq:sim:crashes"
 #: Newest fencing token the simulated upstream has seen, per account, pool and slot.
 FENCE_KEY = "mjq:sim:fence"
 #: Calls the simulated upstream refused because their fencing token was stale.
@@ -50,6 +52,9 @@ FAULTS_AT_SUBMIT = {
 }
 FAULT_MIDWAY = "[sim:moderated]"
 _SECONDS_RE = re.compile(r"\[sim:seconds=(\d+(?:\.\d+)?)\]")
+#: `[sim:submit-seconds=N]`: the upstream takes N seconds to answer the submit call, after it
+#: has counted the submission (the window where a crash leaves mjq without the upstream id).
+_SUBMIT_SECONDS_RE = re.compile(r"\[sim:submit-seconds=(\d+(?:\.\d+)?)\]")
 #: Kills the worker process as soon as the job runs, every time (a poison job for the fault suite).
 FAULT_CRASH = "[sim:crash]"
 
@@ -106,6 +111,9 @@ class SimulatorDriver:
                 self.redis.hincrby(SUBMISSIONS_KEY, job.nonce, 1)
             except RedisError as exc:
                 log.warning("could not count simulator submission %s: %s", job.nonce, exc)
+        slow = _SUBMIT_SECONDS_RE.search(job.prompt)
+        if slow:
+            self.sleep(float(slow[1]))
         return f"sim:{job.nonce}:{self.clock()}"
 
     def _fence_accepts(self, job: Job) -> bool:
@@ -133,6 +141,8 @@ class SimulatorDriver:
         progress_id = message_id(job.nonce, 1)
         reporter.started({"progressMessageId": progress_id, "finalPrompt": job.prompt})
         if FAULT_CRASH in job.prompt:
+            if self.redis is not None:
+                self.redis.hincrby(CRASHES_KEY, job.nonce, 1)
             os.kill(os.getpid(), signal.SIGKILL)
         for i, (fraction, percent) in enumerate(self.steps):
             next_due = due(self.steps[i + 1][0]) if i + 1 < len(self.steps) else due(1.0)
