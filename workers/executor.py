@@ -14,6 +14,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import protocol
@@ -224,8 +225,10 @@ class Executor:
         except UpstreamError as exc:
             self._fail(events, str(exc) or type(exc).__name__)
             return FAILED
-        except DBAPIError:
-            raise  # the database is unreachable: nothing was persisted, so the message must not be acked
+        except (DBAPIError, PoolTimeout):
+            # The database is unreachable, or every pooled connection stayed busy past the pool's timeout
+            # (hundreds of threads in one process): not the job's fault, so it is tried again, not failed.
+            raise
         except RedisError as exc:
             # Redis went away under the job (slots, heartbeats): the job is not at fault. Its heartbeat
             # stops, so the reconciler sends it again once Redis is back; the next execution resumes it.

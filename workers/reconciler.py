@@ -53,8 +53,8 @@ def _message_task_id(raw: bytes, reserved: bool) -> int | None:
         return None  # another task's message (a Celery uuid id) or a foreign value
 
 
-def messages_held(redis: Redis, queue_names: Iterable[str]) -> set[int] | None:
-    """Task ids whose messages Redis holds: waiting in one of `queue_names` or reserved by a worker.
+def messages_held(redis: Redis, queue_names: Iterable[str], reserved: bool = True) -> set[int] | None:
+    """Task ids whose messages Redis holds: waiting in one of `queue_names` or (`reserved`) reserved by a worker.
 
     Read in one MULTI, so a message kombu moves from `unacked` back to its list in the meantime
     is seen once. None when a list is longer than MAX_SCANNED_MESSAGES (not read).
@@ -69,12 +69,14 @@ def messages_held(redis: Redis, queue_names: Iterable[str]) -> set[int] | None:
     pipe = redis.pipeline(transaction=True)
     for name in names:
         pipe.lrange(name, 0, MAX_SCANNED_MESSAGES)
-    pipe.hvals(UNACKED_KEY)
-    *lists, reserved = pipe.execute()
+    if reserved:
+        pipe.hvals(UNACKED_KEY)
+    answers = pipe.execute()
+    lists, taken = (answers[:-1], answers[-1]) if reserved else (answers, [])
     if any(len(items) > MAX_SCANNED_MESSAGES for items in lists):
         return None
     held = {_message_task_id(raw, reserved=False) for items in lists for raw in items}
-    held.update(_message_task_id(raw, reserved=True) for raw in reserved)
+    held.update(_message_task_id(raw, reserved=True) for raw in taken)
     held.discard(None)
     return held  # type: ignore[return-value]
 
@@ -144,6 +146,11 @@ def reconcile(session_factory: sessionmaker, redis: Redis, dispatcher: Dispatche
                 for task in claimed:
                     pipe.exists(heartbeat_key(task.id))
                 orphans = [t for t, beating in zip(claimed, pipe.execute(), strict=True) if not beating]
+            if orphans:
+                # One sent before and still waiting its turn in the queue is not sent again: copies piling
+                # up behind a backlog arrive together and only make duplicates to drop.
+                waiting = messages_held(redis, {t.queue for t in orphans}, reserved=False)
+                orphans = [t for t in orphans if waiting is None or t.id not in waiting]
         dropped: list[Task] = []
         if not wiped:
             dropped = _dropped_messages(session, redis, now - idle_ms)

@@ -210,3 +210,24 @@ def test_the_simulator_can_report_fewer_progress_steps(client, session_factory, 
     executor.listeners = [lambda data, seq: seen.append(data["progress"])]
     executor.execute(task_id)
     assert seen == ["0%", "0%", "15%", "46%", "93%", "100%"]
+
+
+def test_a_database_pool_that_stays_busy_past_its_timeout_leaves_the_job_to_be_retried_not_failed(
+        client, session_factory, redis, images):
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    task_id = submit(client)
+    executor = make_executor(session_factory, redis, images)
+    driver = executor.drivers["simulator"]
+
+    def pool_exhausted(job):
+        raise PoolTimeout("QueuePool limit of size 20 overflow 20 reached, connection timed out, timeout 3.00")
+
+    driver.submit = pool_exhausted  # type: ignore[method-assign]
+    with pytest.raises(PoolTimeout):
+        executor.execute(task_id)
+    with session_factory() as s:
+        task = s.get(Task, task_id)
+        assert task.status in protocol.OPEN_STATUSES and task.fail_reason is None
+    driver.submit = SimulatorDriver.submit.__get__(driver)  # the pool has room again: the retry finishes it
+    assert executor.execute(task_id) == DONE

@@ -68,19 +68,36 @@ def test_a_claimed_job_whose_execution_stopped_beating_is_sent_again_at_once(ses
     assert [m["args"][0] for m in drain(celery, queues.FAST)] == ["1"]
 
 
+def test_a_stopped_execution_already_sent_again_and_waiting_in_its_queue_is_not_sent_once_more(
+        session_factory, redis, celery):
+    redis.set(EPOCH_KEY, "1")
+    now = 1_000_000
+    for task_id in (1, 2):
+        make_task(session_factory, task_id, status="IN_PROGRESS", enqueued_at=5, updated_at=now - 60_000)
+    with session_factory() as s:
+        for task in s.query(Task):
+            task.attempt = 1
+        s.commit()
+    redis.rpush(queues.FAST, kombu_message(2))  # sent by an earlier sweep, behind a backlog
+    sent = reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000, clock=lambda: now,
+                     dead_after_ms=30_000)
+    assert sent["orphaned"] == 1
+    assert [m["args"][0] for m in drain(celery, queues.FAST)] == ["1"]
+
+
 def test_a_duplicate_message_for_a_live_execution_is_dropped(client, session_factory, redis, images):
     from tests.unit.test_executor import make_executor
     from workers.executor import SKIPPED
     from workers.scheduler import LeaseKeeper, Scheduler
 
     task_id = int(client.post("/mj/submit/imagine", json={"prompt": "cat"}).get_json()["result"])
-    with session_factory() as s:
-        s.get(Task, task_id).attempt = 1
-        s.commit()
-    keeper = LeaseKeeper(Scheduler(redis))
-    redis.set(f"mjq:exec:{task_id}", 1)  # attempt 1 runs somewhere
     executor = make_executor(session_factory, redis, images)
-    executor.keeper = keeper
+    executor.keeper = LeaseKeeper(Scheduler(redis))
+    with session_factory() as s:
+        task = s.get(Task, task_id)
+        task.attempt, task.updated_at = 1, executor.clock() - 60_000  # claimed a minute ago
+        s.commit()
+    redis.set(f"mjq:exec:{task_id}", 1)  # attempt 1 runs somewhere
     assert executor.execute(task_id) == SKIPPED
     with session_factory() as s:
         assert s.get(Task, task_id).attempt == 1

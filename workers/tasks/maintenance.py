@@ -15,7 +15,9 @@ from workers.runtime import get_runtime
 from workers.sweeper import sweep
 
 
-@shared_task(name="mj.reconcile")
+# Periodic and idempotent: acked on receipt, so Redis dying mid-run leaves nothing unacked (a lost
+# run is the next tick's), and no redelivered copy runs beside the next one.
+@shared_task(name="mj.reconcile", acks_late=False)
 def reconcile_task() -> dict[str, int]:
     runtime = get_runtime()
     assert runtime.redis is not None and runtime.dispatcher is not None

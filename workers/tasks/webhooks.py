@@ -32,7 +32,9 @@ def _task_of(deliverer: Deliverer, delivery_id: int) -> int | None:
         return session.scalar(select(WebhookDelivery.task_id).where(WebhookDelivery.id == delivery_id))
 
 
-@shared_task(name=SWEEP)
+# Periodic and idempotent: acked on receipt, so Redis dying mid-run leaves nothing unacked (a lost
+# run is the next tick's), and no redelivered copy runs beside the next one.
+@shared_task(name=SWEEP, acks_late=False)
 def sweep() -> int:
     deliverer = get_runtime().deliverer
     assert deliverer is not None

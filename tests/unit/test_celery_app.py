@@ -1,0 +1,70 @@
+"""The Celery settings whose failure modes the fault suite found (docs/architecture.md, "Delivery guarantees")."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from kombu.transport import redis as kombu_redis
+
+import workers.celery_app  # noqa: F401  (installs the guard)
+from workers.tasks.execute import execute
+from workers.tasks.maintenance import reconcile_task
+from workers.tasks.webhooks import sweep
+
+
+@pytest.mark.parametrize("transport", [None, SimpleNamespace(client=None)], ids=["no transport", "no client"])
+def test_a_channel_whose_broker_connection_broke_refuses_with_a_connection_error_not_a_crash(transport):
+    # What Celery leaves after Redis broke: the old channel's transport, or its client, is gone.
+    channel = SimpleNamespace(connection=transport, do_restore=True)
+    # The late ack of a job that finished after the reconnect: a connection error, which Celery logs.
+    with pytest.raises(kombu_redis.Transport.connection_errors):
+        kombu_redis.Channel._connparams(channel)
+    # The close's restore of unacknowledged messages: a connection error, which Celery ignores on close.
+    channel.conn_or_acquire = lambda client=None: kombu_redis.Channel.conn_or_acquire(channel, client)
+    channel._create_client = lambda asynchronous=False: kombu_redis.Channel._connparams(channel)
+    qos = kombu_redis.QoS(channel, prefetch_count=1)
+    qos._delivered["tag-1"] = object()
+    with pytest.raises(kombu_redis.Transport.connection_errors):
+        qos.restore_unacked_once()
+
+
+def test_the_periodic_passes_ack_early_and_jobs_ack_late():
+    assert reconcile_task.acks_late is False and sweep.acks_late is False
+    assert execute.acks_late is True
+
+
+def test_a_worker_retries_the_broker_every_2_s_at_most(monkeypatch):
+    from celery.worker.consumer import Consumer
+
+    from workers.celery_app import QuickReconnectConsumer, app
+
+    assert app.conf.worker_consumer == "workers.celery_app:QuickReconnectConsumer"
+    seen = {}
+
+    class Conn:
+        def ensure_connection(self, *args, **kwargs):
+            seen.update(kwargs)
+            return self
+
+    monkeypatch.setattr(Consumer, "ensure_connected", lambda self, conn: conn.ensure_connection(None, None))
+    QuickReconnectConsumer.ensure_connected(object.__new__(QuickReconnectConsumer), Conn())
+    assert seen == {"interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
+
+
+def test_a_broken_connection_pushes_back_only_the_messages_no_thread_has_started(monkeypatch):
+    from celery.worker import state
+    from celery.worker.consumer import Consumer
+
+    from workers.celery_app import QuickReconnectConsumer
+
+    delivered = {"running": object(), "reserved": object()}
+    channel = SimpleNamespace(_qos=SimpleNamespace(_delivered=delivered))
+    consumer = object.__new__(QuickReconnectConsumer)
+    consumer.connection = SimpleNamespace(transport=SimpleNamespace(channels=[channel]))
+    running = SimpleNamespace(message=SimpleNamespace(delivery_tag="running"))
+    monkeypatch.setattr(state, "active_requests", [running])
+    restored = []
+    monkeypatch.setattr(Consumer, "on_connection_error_after_connected",
+                        lambda self, exc: restored.extend(delivered))  # what kombu's close then restores
+    consumer.on_connection_error_after_connected(ConnectionError("gone"))
+    assert restored == ["reserved"]
