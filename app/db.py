@@ -30,15 +30,21 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 
-def engine_options(url: str, pool_size: int = 10) -> dict[str, Any]:
-    """create_engine keyword arguments for `url` (the same for the app and the workers)."""
+def engine_options(url: str, pool_size: int = 10, pool_timeout: float = PG_CONNECT_TIMEOUT_SECONDS
+                   ) -> dict[str, Any]:
+    """create_engine keyword arguments for `url` (the same for the app and the workers).
+
+    `pool_timeout`: seconds a caller waits for a pooled connection. The API keeps it short (a request
+    answers 503 within 5 s when PostgreSQL is gone); a worker of hundreds of threads waits longer
+    (WORKER_POOL_TIMEOUT_SECONDS): a busy pool is not an outage, and each wait holds only its own thread.
+    """
     if url.startswith("sqlite"):
         return {"connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
     return {
         "pool_pre_ping": True,
         "pool_size": pool_size,
         "max_overflow": pool_size,
-        "pool_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+        "pool_timeout": pool_timeout,
         # Keepalives notice a server that vanished without closing the socket, so no request hangs on it.
         "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS, "application_name": "mjq",
                          "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
@@ -46,10 +52,10 @@ def engine_options(url: str, pool_size: int = 10) -> dict[str, Any]:
     }
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+def make_engine(url: str, pool_size: int = 10, pool_timeout: float = PG_CONNECT_TIMEOUT_SECONDS) -> Engine:
     """An engine for `url` with mjq's pool and timeout choices."""
     url = normalize_database_url(url)
-    return create_engine(url, **engine_options(url, pool_size))
+    return create_engine(url, **engine_options(url, pool_size, pool_timeout))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

@@ -65,13 +65,18 @@ class Runtime:
         return account_secrets(account, self.secret_box)
 
 
+#: Seconds a worker thread waits for one of its process's pooled PostgreSQL connections (app/db.py).
+#: Hundreds of threads starting jobs at once queue for 40 connections; 3 s (the API's) timed out (bench P4).
+WORKER_POOL_TIMEOUT_SECONDS = 30.0
+
 _runtime: Runtime | None = None
 _lock = threading.Lock()
 
 
 def build_runtime(settings: Settings, celery: Any = None) -> Runtime:
     """Connect everything `settings` names (connections are lazy: nothing is opened yet)."""
-    engine = make_engine(settings.effective_database_url, pool_size=min(settings.worker_concurrency, 20))
+    engine = make_engine(settings.effective_database_url, pool_size=min(settings.worker_concurrency, 20),
+                         pool_timeout=WORKER_POOL_TIMEOUT_SECONDS)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=25)
     images = make_image_store(settings)
     # The simulated upstream's own memory (submission counts, fencing) may live apart from mjq's Redis.
