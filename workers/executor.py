@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 #: Seconds a job refused as busy (UpstreamBusy) waits, off its slot, before each new try on its account.
 BUSY_BACKOFF_SECONDS = (2.0, 5.0, 15.0)
+#: The database is unreachable, or every pooled connection stayed busy past the pool's timeout (hundreds
+#: of threads in one process): not the job's fault, so the execution is retried (workers/tasks/execute.py).
+DATABASE_UNAVAILABLE = (DBAPIError, PoolTimeout)
 
 # What an execution ended with (returned for logs and tests).
 DONE = "done"
@@ -225,10 +228,8 @@ class Executor:
         except UpstreamError as exc:
             self._fail(events, str(exc) or type(exc).__name__)
             return FAILED
-        except (DBAPIError, PoolTimeout):
-            # The database is unreachable, or every pooled connection stayed busy past the pool's timeout
-            # (hundreds of threads in one process): not the job's fault, so it is tried again, not failed.
-            raise
+        except DATABASE_UNAVAILABLE:
+            raise  # nothing was persisted: the message must not be acked, the job is tried again
         except RedisError as exc:
             # Redis went away under the job (slots, heartbeats): the job is not at fault. Its heartbeat
             # stops, so the reconciler sends it again once Redis is back; the next execution resumes it.

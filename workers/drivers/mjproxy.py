@@ -121,14 +121,12 @@ class MjproxyDriver:
             answer = self._submit(endpoint, "/submit/modal", modal)
         log.info("task %s submitted to %s as upstream task %s (code %s)", job.task_id, endpoint.host,
                  answer.task_id, answer.code)
-        if self._cancel_upstream_if_ended(job, endpoint, answer.task_id):
-            # Cancelled while the submit was on the wire: the executor could not record it, so stop it here.
-            raise ClaimLost(f"task {job.task_id} ended while it was submitted; upstream task {answer.task_id} "
-                            "cancelled")
+        # A job cancelled while this was on the wire is cancelled upstream by the executor, whose record of
+        # the submit it refuses (`abandon` below).
         return f"{job.account_id}:{answer.task_id}"
 
     def abandon(self, job: Job, upstream_ref: str) -> None:
-        """The job ended on mjq just after its submit returned: cancel it upstream (workers/drivers/base.py)."""
+        """The job ended on mjq while it was submitted: cancel it upstream (workers/drivers/base.py)."""
         self._cancel_upstream_if_ended(job, Endpoint.of(job.account_settings), split_ref(upstream_ref)[1])
 
     def _submit(self, endpoint: Endpoint, path: str, body: dict[str, Any]) -> Answer:

@@ -5,10 +5,8 @@ import logging
 
 from celery import Task as CeleryTask
 from celery import shared_task
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from workers.executor import Executor
+from workers.executor import DATABASE_UNAVAILABLE, Executor
 from workers.logs import log_context
 from workers.runtime import get_runtime, worker_name
 
@@ -36,7 +34,7 @@ def _execute(self: CeleryTask, task_id: str, action: str) -> str:
     )
     try:
         outcome = executor.execute(int(task_id))
-    except (DBAPIError, PoolTimeout) as exc:
+    except DATABASE_UNAVAILABLE as exc:
         log.warning("task %s %s: database unavailable, retrying in %ss: %s", task_id, action, DB_RETRY_SECONDS, exc)
         raise self.retry(exc=exc, countdown=DB_RETRY_SECONDS) from exc
     log.info("task %s %s ran on queue %s by %s: %s", task_id, action, queue, self.request.hostname, outcome)
