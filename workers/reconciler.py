@@ -40,6 +40,8 @@ UNACKED_KEY = "unacked"
 #: backlog that large costs more to read than the rare lost message is worth; it is checked
 #: again once the backlog drains).
 MAX_SCANNED_MESSAGES = 20_000
+#: Task ids named per kind in a sweep's log line (so an operator can follow a resent job).
+LOGGED_IDS = 20
 
 
 def _message_task_id(raw: bytes, reserved: bool) -> int | None:
@@ -155,12 +157,14 @@ def reconcile(session_factory: sessionmaker, redis: Redis, dispatcher: Dispatche
         if not wiped:
             dropped = _dropped_messages(session, redis, now - idle_ms)
         sent = dict.fromkeys(KINDS, 0)
+        named: dict[str, list[int]] = {}
         for kind, rows in zip(KINDS, (unsent, lost, orphans, dropped), strict=True):
             ids = dispatcher.execute_many((t.id, t.action, t.queue) for t in rows) if rows else []
             if ids:
                 session.execute(update(Task).where(Task.id.in_(ids)).values(enqueued_at=clock()))
                 session.commit()
+                named[kind] = list(ids[:LOGGED_IDS])
             sent[kind] = len(ids)
     if any(sent.values()) or wiped:
-        log.info("reconcile: redis wiped=%s, enqueued again: %s", wiped, sent)
+        log.info("reconcile: redis wiped=%s, enqueued again: %s; ids: %s", wiped, sent, named)
     return sent
