@@ -231,3 +231,29 @@ def test_a_database_pool_that_stays_busy_past_its_timeout_leaves_the_job_to_be_r
         assert task.status in protocol.OPEN_STATUSES and task.fail_reason is None
     driver.submit = SimulatorDriver.submit.__get__(driver)  # the pool has room again: the retry finishes it
     assert executor.execute(task_id) == DONE
+
+
+def test_a_job_without_progress_steps_draws_its_picture_just_before_its_end_and_still_ends_on_time(
+        client, session_factory, redis, images, monkeypatch):
+    from workers.drivers import simulator
+
+    task_id = submit(client)
+    clock = FakeClock()
+    start = clock.now
+    drawn_at = []
+    real_produce = simulator.produce
+
+    def produce(*args, **kwargs):
+        drawn_at.append(clock.now - start)
+        return real_produce(*args, **kwargs)
+
+    monkeypatch.setattr(simulator, "produce", produce)
+    executor = make_executor(session_factory, redis, images, clock=clock)
+    executor.drivers["simulator"] = SimulatorDriver(images, 60.0, redis, clock=clock, sleep=clock.sleep,
+                                                    progress_steps=0)
+    finished = []
+    executor.listeners = [lambda data, seq: finished.append(clock.now - start) if data["status"] == "SUCCESS" else None]
+    assert executor.execute(task_id) == DONE
+    # A 60 s job waits without drawing anything until 2 s before its end, and is done at 60 s, not later.
+    assert drawn_at == [60_000 - simulator.FINAL_DRAW_LEAD_SECONDS * 1000]
+    assert finished == [60_000]

@@ -43,6 +43,9 @@ return 1
 #: Midjourney's progress steps and when each arrives, as fractions of the job length.
 PROGRESS_STEPS = ((0.20, 15), (0.32, 31), (0.45, 46), (0.58, 62), (0.71, 78), (0.85, 93))
 START_AT = 0.08
+#: A job with no progress step draws its final picture this long before its end, seconds (drawing and
+#: encoding it takes 0.15-0.75 s here, more on a busy machine).
+FINAL_DRAW_LEAD_SECONDS = 2.0
 # Scripted faults: a prompt carrying one of these markers fails the way Midjourney would.
 FAULTS_AT_SUBMIT = {
     "[sim:banned]": "[Banned prompt detected] Sorry! Our AI moderator thinks this prompt is probably against our "
@@ -159,6 +162,9 @@ class SimulatorDriver:
                                       sim_images.to_webp(sim_images.preview(result.image, percent)))
             reporter.progress(percent, url, {"messageHash": hash_})
         if result is None:
+            # No progress step drew it: draw it shortly before the end, so a waiting job costs no CPU (drawing
+            # it at the start put 500 pictures' Pillow work on the worker's GIL while its consumer took jobs).
+            wait_until(due(1.0) - FINAL_DRAW_LEAD_SECONDS * 1000)
             result = produce(job, self.images, seed, hash_)
         # Like Midjourney, the upstream has its picture ready when the job's time is up: the PNG is
         # encoded inside the job's length, not after it (only storing it waits for the deadline).
