@@ -110,7 +110,31 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    # Strict JSON can carry NUL only escaped, so the cheap byte test finds every candidate; the walk rules out
+    # an escaped backslash followed by "u0000".
+    if b"\\u0000" in raw and _holds_nul(body):
+        raise BadRequest(NUL_REFUSED)
     return body
+
+
+#: PostgreSQL text and JSON cannot hold U+0000: a request carrying one is refused before anything is stored.
+NUL_REFUSED = "request contains a NUL character (\\u0000), which no field accepts"
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+def refuse_nul_in_query(query_string: bytes) -> None:
+    """Raises BadRequest when the URL's query carries a NUL (`%00`): it would reach a PostgreSQL parameter."""
+    if b"%00" in query_string:
+        raise BadRequest(NUL_REFUSED)
 
 
 def image_ext(data: bytes) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, g, request
 
-from app import Services
+from app import Services, schemas
 from app.api.auth import authenticate, caller
 from app.db import db
 from app.image_modes import ORIGIN, PROXY, RELAY, key_image_mode
@@ -55,6 +55,14 @@ def require_caller() -> None:
     g.caller = authenticate(services().settings.api_secret)
 
 
+def refuse_nul_characters() -> None:
+    """A NUL in the query or in a form reaches a PostgreSQL parameter (a 500 there): refused as bad input.
+    JSON bodies are checked where they are parsed (`schemas.parse_json_body`)."""
+    schemas.refuse_nul_in_query(request.query_string)
+    if request.mimetype == "application/x-www-form-urlencoded":
+        schemas.refuse_nul_in_query(request.get_data(cache=True))
+
+
 def build_mj_blueprint() -> Blueprint:
     from app.api import accounts, admin, images, stream, submit, tasks, webhooks
 
@@ -76,6 +84,7 @@ def register_api(app: Flask) -> None:
     from app import pages
     from app.api import docs, health, internal, metrics, request_ids
 
+    app.before_request(refuse_nul_characters)
     mj = build_mj_blueprint()
     for name, (prefix, _mode) in MOUNTS.items():
         app.register_blueprint(mj, url_prefix=prefix, name=name)
