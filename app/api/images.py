@@ -1,7 +1,9 @@
-"""`/image/<key>`: stored images (local or S3), readable cross-origin; and `task_json`, the task
+"""`/image/<key>`: stored images (local or S3), readable cross-origin; and `task_presenter`, the task
 as a response shows it, its image URLs in the form the request's path asks for (app/image_modes.py)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response
@@ -10,7 +12,6 @@ from app.api import path_image_mode, services
 from app.errors import TaskNotFound
 from app.image_modes import present
 from app.images import CONTENT_TYPES, valid_key
-from app.models import Task
 
 bp = Blueprint("images", __name__)
 
@@ -30,7 +31,8 @@ def image(key: str) -> Response:
     })
 
 
-def task_json(task: Task) -> dict[str, Any]:
-    """`task.to_json()` with its image URLs in the image mode of the mount this request came through."""
+def task_presenter() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A task object (Task.to_json()) -> the same with its image URLs in the image mode of the mount (or key)
+    this request came through. The mode, store and proxy URL are looked up once, not once per task of a list."""
     found = services()
-    return present(task.to_json(), path_image_mode(), found.images, found.settings.image_proxy_url)
+    return partial(present, mode=path_image_mode(), images=found.images, proxy_url=found.settings.image_proxy_url)

@@ -1,6 +1,7 @@
 """Reading tasks: fetch, list-by-condition, list, queue."""
 from __future__ import annotations
 
+from app import protocol
 from app.models import Task, now_ms
 from app.protocol import TASK_KEYS
 
@@ -40,6 +41,21 @@ def test_list_by_condition_takes_string_and_number_ids_and_answers_a_bare_array(
     assert client.post("/mj/task/list-by-condition", json={"ids": None}).get_json() == []
     assert client.post("/mj/task/list-by-condition", json={}).get_json() == []
     assert client.post("/mj-relax/mj/task/list-by-condition", json={"ids": [a]}).get_json()[0]["id"] == a
+
+
+def test_every_reader_answers_the_bytes_of_task_to_json(client, session_factory):
+    # The readers select plain rows of the task's columns, not Task objects (app/api/tasks.py): not a byte may differ.
+    task_id = submit(client, 'a fox 狐 "q" \\ 🦊')
+    with session_factory() as s:
+        task = s.get(Task, int(task_id))
+        task.status, task.progress, task.image_url = "SUCCESS", "100%", "http://mjq.test/mj/image/x/1.png"
+        task.properties = {**task.properties, "seed": "7", "nested": {"a": [1, 2.5, None, "é"]}}
+        task.buttons = [protocol.button("MJ::JOB::upsample::1::h", "U1"), protocol.button("x", emoji="🔄")]
+        s.commit()
+        expected = protocol.dumps(task.to_json())
+    assert client.get(f"/mj/task/{task_id}/fetch").get_data(as_text=True) == expected
+    assert client.post("/mj/task/list-by-condition", json={"ids": [task_id]}).get_data(as_text=True) == f"[{expected}]"
+    assert client.get("/mj/task/list").get_data(as_text=True) == f"[{expected}]"
 
 
 def test_list_by_condition_refuses_a_non_list_or_too_many_ids(client):
