@@ -27,10 +27,14 @@ run: $(STAMP) ## run the whole stack: web, workers, beat, flower (private Redis 
 	$(BIN)/mjq run
 
 test: $(STAMP) ## run unit, integration and e2e tests (PostgreSQL + Redis needed; CI=true fails if missing)
-	$(BIN)/python -m pytest -q tests --ignore=tests/faults
+	@# Unit tests are CPU-bound and share nothing: both cores (pytest-xdist). Integration and e2e tests time real
+	@# processes against each other (slot utilization, webhook schedules), so they run one at a time after them.
+	@$(BIN)/python -m pytest -q -n 2 tests/unit; unit=$$?; \
+	$(BIN)/python -m pytest -q tests/integration tests/e2e; rest=$$?; \
+	test $$unit -eq 0 && test $$rest -eq 0
 
 test-unit: $(STAMP) ## unit tests only (no services)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -n 2 tests/unit
 
 test-integration: $(STAMP) ## integration tests (real PostgreSQL, Redis, worker processes)
 	$(BIN)/python -m pytest -q tests/integration
