@@ -257,11 +257,13 @@ def submit_modal(sub: Submitter, req: ModalRequest, path_mode: str | None) -> di
 
 def _leave_modal(session: Session, task_id: int, seen_seq: int, **values: Any) -> bool:
     """Move a MODAL task to NOT_START with `values` and commit, unless it was written since `seen_seq`
-    was read (then roll back and return False)."""
+    was read (then roll back and return False). The row is recorded as sent, as a new submit's is
+    (`Submitter.enqueue` clears that when the send fails)."""
+    now = now_ms()
     result = session.execute(
         update(Task)
         .where(Task.id == task_id, Task.status == protocol.MODAL, Task.seq == seen_seq)
-        .values(status=protocol.NOT_START, seq=seen_seq + 1, updated_at=now_ms(), **values)
+        .values(status=protocol.NOT_START, seq=seen_seq + 1, updated_at=now, enqueued_at=now, **values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]

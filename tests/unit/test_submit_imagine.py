@@ -262,3 +262,21 @@ def test_a_nul_in_the_query_or_a_form_is_http_400_with_code_4(client):
     assert resp.status_code == 400 and resp.get_json()["code"] == 4
     resp = client.post("/admin/login", data="key=a%00b", content_type="application/x-www-form-urlencoded")
     assert resp.status_code == 400
+
+
+def test_a_submit_whose_process_dies_between_its_commit_and_its_send_is_sent_by_the_reconciler(
+        client, celery, redis, session_factory, monkeypatch):
+    from app.models import now_ms
+    from app.services.submit import Submitter
+    from workers.dispatch import Dispatcher
+    from workers.reconciler import EPOCH_KEY, reconcile
+
+    monkeypatch.setattr(Submitter, "enqueue", lambda self, task: False)  # the row is committed, then nothing
+    task_id = int(client.post("/mj/submit/imagine", json={"prompt": "cat"}).get_json()["result"])
+    assert drain(celery, queues.FAST) == []
+    redis.set(EPOCH_KEY, "1")
+    # Recorded as sent with the row (one write per submit), so the "dropped" rule finds it after its window.
+    assert reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000)["dropped"] == 0
+    later = now_ms() + 61_000
+    sent = reconcile(session_factory, redis, Dispatcher(celery), idle_ms=60_000, clock=lambda: later)
+    assert sent["dropped"] == 1 and [m["args"] for m in drain(celery, queues.FAST)] == [[str(task_id), "IMAGINE"]]
