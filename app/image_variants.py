@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -50,37 +51,84 @@ def cells_of(image: Image.Image) -> list[Image.Image]:
     return [image.crop((x, y, x + half_w, y + half_h)) for y in (0, half_h) for x in (0, half_w)]
 
 
+def _decoded(images: ImageStore, key: str, task_id: int) -> Image.Image | None:
+    data = images.get(key)
+    if data is None:
+        return None
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        log.warning("task %s: no thumbnail for %s: %s", task_id, key, exc)
+        return None
+    return image
+
+
+def _reduced(image: Image.Image, thumbnail_pixels: int) -> Image.Image:
+    """One resample from full size to twice the thumbnail: the grid's thumbnail and its cells' come from it."""
+    reduced = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+    reduced.thumbnail((2 * thumbnail_pixels, 2 * thumbnail_pixels), Image.Resampling.BOX)
+    return reduced
+
+
+def _cell_files(task_id: int, image: Image.Image, reduced: Image.Image, thumbnail_pixels: int
+                ) -> dict[str, bytes]:
+    """Every cell's PNG and thumbnail, by key."""
+    files = {}
+    for n, (cell, small) in enumerate(zip(cells_of(image), cells_of(reduced), strict=True), start=1):
+        files[f"{task_id}/cell-{n}.png"] = _png(cell)
+        files[f"{task_id}/thumb-cell-{n}.webp"] = _webp(small, thumbnail_pixels)
+    return files
+
+
 def store_variants(images: ImageStore, task_id: int, action: str, image_url: str | None,
                    thumbnail_pixels: int = THUMBNAIL_PIXELS, image: Image.Image | None = None) -> dict[str, Any]:
     """Store the thumbnail (and the grid's cells) of the final image at `image_url`, when it is in `images`.
 
     Returns the task properties that name them (`thumbnailUrl`, `imageUrls`), or {} when the image is
     not one of the store's or cannot be decoded: a missing thumbnail never fails a finished job.
+    When mjq serves the store's URLs, the cells are only named here and made by `grid_cell` on their
+    first request: encoding four cells and their thumbnails was ~60 % of a worker's CPU per grid job
+    (py-spy, bench P3) and most clients never fetch them.
     """
     key = images.key_of(image_url) if image_url else None
     if key is None:
         return {}
     if image is None:  # read back what the driver stored (a driver holding it decoded passes it instead)
-        data = images.get(key)
-        if data is None:
-            return {}
-        try:
-            image = Image.open(io.BytesIO(data))
-            image.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            log.warning("task %s: no thumbnail for %s: %s", task_id, key, exc)
+        image = _decoded(images, key, task_id)
+        if image is None:
             return {}
     stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    # One resample from full size to twice the thumbnail: the grid's thumbnail and its cells' come from it.
-    reduced = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
-    reduced.thumbnail((2 * thumbnail_pixels, 2 * thumbnail_pixels), Image.Resampling.BOX)
+    reduced = _reduced(image, thumbnail_pixels)
     properties: dict[str, Any] = {
         "thumbnailUrl": images.put(f"{task_id}/thumb-{stem}.webp", _webp(reduced, thumbnail_pixels)),
     }
     if action in GRID_ACTIONS:
-        properties["imageUrls"] = [
-            {"url": images.put(f"{task_id}/cell-{n}.png", _png(cell)),
-             "thumbnail": images.put(f"{task_id}/thumb-cell-{n}.webp", _webp(small, thumbnail_pixels))}
-            for n, (cell, small) in enumerate(zip(cells_of(image), cells_of(reduced), strict=True), start=1)
-        ]
+        if not images.served_by_mjq:
+            for cell_key, data in _cell_files(task_id, image, reduced, thumbnail_pixels).items():
+                images.put(cell_key, data)
+        properties["imageUrls"] = [{"url": images.url(f"{task_id}/cell-{n}.png"),
+                                    "thumbnail": images.url(f"{task_id}/thumb-cell-{n}.webp")} for n in range(1, 5)]
     return properties
+
+
+#: The keys `store_variants` names for a grid's cells: `<task id>/cell-<n>.png`, `<task id>/thumb-cell-<n>.webp`.
+CELL_KEY = re.compile(r"^(\d+)/(?:cell-[1-4]\.png|thumb-cell-[1-4]\.webp)$")
+
+
+def grid_cell(images: ImageStore, key: str, action: str, image_url: str | None,
+              thumbnail_pixels: int = THUMBNAIL_PIXELS) -> bytes | None:
+    """The cell image `key` (CELL_KEY) of the grid at `image_url`, made from the grid and stored with its
+    siblings (the same bytes `store_variants` would have stored), or None when `key` names no cell of it."""
+    match = CELL_KEY.match(key)
+    grid_key = images.key_of(image_url) if image_url else None
+    if match is None or action not in GRID_ACTIONS or grid_key is None:
+        return None
+    task_id = int(match[1])
+    image = _decoded(images, grid_key, task_id)
+    if image is None:
+        return None
+    files = _cell_files(task_id, image, _reduced(image, thumbnail_pixels), thumbnail_pixels)
+    for cell_key, data in files.items():  # each write is atomic: two first requests at once store the same bytes
+        images.put(cell_key, data)
+    return files[key]

@@ -21,6 +21,10 @@ CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", 
 
 
 class ImageStore(Protocol):
+    #: True when every URL of the store is mjq's own `/mj/image/<key>`: an image missing there can be made
+    #: on its first request (grid cells, app/image_variants.py) instead of when its job ends.
+    served_by_mjq: bool
+
     def put(self, key: str, data: bytes) -> str:
         """Store `data` under `key` and return its public URL."""
 
@@ -44,6 +48,8 @@ def valid_key(key: str) -> bool:
 
 class LocalImageStore:
     """Files under `root`, served at `<base_url>/mj/image/<key>`."""
+
+    served_by_mjq = True
 
     def __init__(self, root: Path, base_url: str) -> None:
         self.root = Path(root)
@@ -104,6 +110,7 @@ class S3ImageStore:
         self.base_url = base_url.rstrip("/")
         self.prefix = prefix
         self.public_url = public_url.rstrip("/")
+        self.served_by_mjq = not self.public_url
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3ImageStore:

@@ -9,9 +9,12 @@ from typing import Any
 from flask import Blueprint, Response
 
 from app.api import path_image_mode, services
+from app.db import db
 from app.errors import TaskNotFound
 from app.image_modes import present
+from app.image_variants import CELL_KEY, grid_cell
 from app.images import CONTENT_TYPES, valid_key
+from app.models import Task
 
 bp = Blueprint("images", __name__)
 
@@ -21,7 +24,13 @@ IMAGE_MAX_AGE_SECONDS = 86_400
 
 @bp.get("/image/<path:key>")
 def image(key: str) -> Response:
-    data = services().images.get(key) if valid_key(key) else None
+    found = services()
+    data = found.images.get(key) if valid_key(key) else None
+    if data is None and (cell := CELL_KEY.match(key)) is not None:
+        # A grid's cells are made on their first request (app/image_variants.py).
+        task = db.session.get(Task, int(cell[1]))
+        if task is not None:
+            data = grid_cell(found.images, key, task.action, task.image_url, found.settings.thumbnail_pixels)
     if data is None:
         raise TaskNotFound(f"image {key} not found")
     ext = key.rsplit(".", 1)[-1].lower()

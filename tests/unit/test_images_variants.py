@@ -61,15 +61,32 @@ def test_an_image_from_elsewhere_or_undecodable_gets_no_variants_and_no_error(im
     assert store_variants(images, 7, "IMAGINE", None) == {}
 
 
-def test_cells_cut_from_the_drivers_decoded_image_match_those_read_back_from_the_store(images):
-    """A driver that holds the picture hands it over; one that does not gets the same files from the store."""
+def test_cells_are_made_on_their_first_request_with_the_bytes_a_store_without_mjq_urls_gets_at_once(
+        client, session_factory, redis, images, tmp_path):
+    """mjq serves the local store's URLs, so a grid's cells cost nothing until someone asks for one; a store
+    whose URLs point elsewhere (a public bucket) gets them when the job ends, the same bytes."""
+    from app.image_variants import grid_cell
+    from app.images import LocalImageStore
     from workers.drivers import sim_images
 
-    grid = sim_images.render_grid("a red fox --ar 3:2", 7)
-    url = images.put("9/grid.png", sim_images.to_png(grid))
-    handed = store_variants(images, 9, "IMAGINE", url, image=grid)
-    handed_cells = [images.get(images.key_of(c["url"])) for c in handed["imageUrls"]]
-    read_back = store_variants(images, 9, "IMAGINE", url)
-    assert read_back == handed
-    assert [images.get(images.key_of(c["url"])) for c in read_back["imageUrls"]] == handed_cells
-    assert Image.open(io.BytesIO(handed_cells[1])).size == (grid.width // 2, grid.height // 2)
+    task_id = submit(client, "a red fox --ar 3:2")
+    assert run(session_factory, redis, images, task_id) == DONE
+    task = client.get(f"/mj/task/{task_id}/fetch").get_json()
+    cell_keys = [images.key_of(c[kind]) for c in task["properties"]["imageUrls"] for kind in ("url", "thumbnail")]
+    assert [images.get(k) for k in cell_keys] == [None] * 8  # named, not made
+    served(client, task["properties"]["imageUrls"][2]["thumbnail"])
+    lazily = [images.get(k) for k in cell_keys]
+    assert None not in lazily  # the first request made all eight
+
+    grid = Image.open(io.BytesIO(images.get(images.key_of(task["imageUrl"]))))
+    elsewhere = LocalImageStore(tmp_path / "bucket", "http://mjq.test")
+    elsewhere.served_by_mjq = False
+    url = elsewhere.put(f"{task_id}/grid.png", sim_images.to_png(grid))
+    eager = store_variants(elsewhere, task_id, "IMAGINE", url, image=grid)
+    assert [elsewhere.get(elsewhere.key_of(c[kind])) for c in eager["imageUrls"] for kind in ("url", "thumbnail")
+            ] == lazily
+    assert Image.open(io.BytesIO(lazily[2])).size == (grid.width // 2, grid.height // 2)
+    # Keys that name no cell of a grid are not made.
+    assert grid_cell(images, f"{task_id}/cell-5.png", "IMAGINE", task["imageUrl"]) is None
+    assert grid_cell(images, f"{task_id}/cell-1.png", "UPSCALE", task["imageUrl"]) is None
+    assert client.get(f"/mj/image/{task_id + 1}/cell-1.png").status_code == 404
