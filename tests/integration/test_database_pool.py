@@ -29,26 +29,25 @@ def terminate(pid: int) -> None:
         conn.close()
 
 
-def test_a_pooled_connection_killed_while_idle_is_replaced_before_anyone_uses_it(pg_url):
+@pytest.fixture
+def engine(pg_url):
     engine = make_engine(pg_url, pool_size=1)
-    try:
-        first = backend_pid(engine)
-        terminate(first)
-        time.sleep(PING_IDLE_SECONDS + 0.3)
-        assert backend_pid(engine) != first  # the ping found it dead: no statement failed
-    finally:
-        engine.dispose()
+    yield engine
+    engine.dispose()
 
 
-def test_a_connection_killed_right_after_use_fails_one_statement_and_the_pool_recovers(pg_url):
-    engine = make_engine(pg_url, pool_size=1)
-    try:
-        first = backend_pid(engine)
-        terminate(first)
-        time.sleep(0.1)  # the server is gone before the next checkout, which does not ping
-        with pytest.raises(DBAPIError) as failed:
-            backend_pid(engine)
-        assert failed.value.connection_invalidated
-        assert backend_pid(engine) != first
-    finally:
-        engine.dispose()
+def test_a_pooled_connection_killed_while_idle_is_replaced_before_anyone_uses_it(engine):
+    first = backend_pid(engine)
+    terminate(first)
+    time.sleep(PING_IDLE_SECONDS + 0.3)
+    assert backend_pid(engine) != first  # the ping found it dead: no statement failed
+
+
+def test_a_connection_killed_right_after_use_fails_one_statement_and_the_pool_recovers(engine):
+    first = backend_pid(engine)
+    terminate(first)
+    time.sleep(0.1)  # the server is gone before the next checkout, which does not ping
+    with pytest.raises(DBAPIError) as failed:
+        backend_pid(engine)
+    assert failed.value.connection_invalidated
+    assert backend_pid(engine) != first
