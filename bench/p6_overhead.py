@@ -80,7 +80,8 @@ def run(stack: Stack) -> Section:
     section.notes += [
         f"where the overhead goes, mean of the {len(done)} jobs: submit → upstream submit (startTime − submitTime) "
         f"{sum(dispatch) / max(len(dispatch), 1):.0f} ms; upstream result → SUCCESS event received (thumbnail "
-        f"and four cells stored, row written, event published) {sum(publish) / max(len(publish), 1):.0f} ms, "
+        f"stored, the grid's cells named for their first request, row written, event published) "
+        f"{sum(publish) / max(len(publish), 1):.0f} ms, "
         f"the {len(done)} jobs finishing within the same few ms on 2 cores",
         f"upstream submit → finishTime − {JOB_SECONDS:g} s (the simulated upstream's own lateness: it "
         f"encodes its final PNG inside the job's time, as Midjourney does): "
@@ -89,7 +90,7 @@ def run(stack: Stack) -> Section:
         f"(previews rendered), one fast worker; mean {mean:.3f} s (+{(mean - JOB_SECONDS) / JOB_SECONDS:.2%}), "
         f"slowest {worst:.3f} s; ratio {ratio(worst, JOB_SECONDS)} of the upstream's own time",
         "timed from before the submit request to the SUCCESS event on `mjq:task:<id>` (Redis pub/sub); the "
-        "overhead includes the dispatch, the thumbnail and cells, and the last row write; the worker opened its "
+        "overhead includes the dispatch, the thumbnail, and the last row write; the worker opened its "
         "connections when it started (workers/runtime.py `warm_up`)",
     ]
     if failed:

@@ -51,6 +51,23 @@ def test_a_worker_retries_the_broker_every_2_s_at_most(monkeypatch):
     assert seen == {"interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
+def test_beat_retries_the_broker_every_2_s_at_most_too():
+    from workers.celery_app import QuickReconnectScheduler, app
+
+    assert app.conf.beat_scheduler == "workers.celery_app:QuickReconnectScheduler"
+    seen = {}
+
+    class Conn:
+        def ensure_connection(self, errback, max_retries, **kwargs):
+            seen.update(kwargs, max_retries=max_retries)
+            return self
+
+    scheduler = object.__new__(QuickReconnectScheduler)
+    scheduler.__dict__.update(connection=Conn(), app=app)
+    scheduler._ensure_connected()
+    assert seen == {"interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0, "max_retries": None}
+
+
 def test_a_broken_connection_pushes_back_only_the_messages_no_thread_has_started(monkeypatch):
     from celery.worker import state
     from celery.worker.consumer import Consumer
