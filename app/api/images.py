@@ -15,6 +15,7 @@ from app.image_modes import present
 from app.image_variants import CELL_KEY, grid_cell
 from app.images import CONTENT_TYPES, valid_key
 from app.models import Task
+from app.schemas import parse_task_id
 
 bp = Blueprint("images", __name__)
 
@@ -28,7 +29,8 @@ def image(key: str) -> Response:
     data = found.images.get(key) if valid_key(key) else None
     if data is None and (cell := CELL_KEY.match(key)) is not None:
         # A grid's cells are made on their first request (app/image_variants.py).
-        task = db.session.get(Task, int(cell[1]))
+        task_id = parse_task_id(cell[1])  # bounded: a 30-digit folder name must not reach a bigint column
+        task = db.session.get(Task, task_id) if task_id is not None else None
         if task is not None:
             data = grid_cell(found.images, key, task.action, task.image_url, found.settings.thumbnail_pixels)
     if data is None:
