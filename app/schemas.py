@@ -391,12 +391,9 @@ def task_ids(body: dict[str, Any], limit: int) -> list[int]:
         raise BadRequest("ids must be an array of task ids")
     if len(ids) > limit:
         raise BadRequest(f"ids holds {len(ids)} ids; at most {limit} per request")
-    out: list[int] = []
-    for value in ids:
-        parsed = parse_task_id(value)
-        if parsed is not None and parsed not in out:
-            out.append(parsed)
-    return out
+    # A dict keeps the first occurrence of each id in order; a list's `in` made 1,000 ids a million compares.
+    parsed = (parse_task_id(value) for value in ids)
+    return list(dict.fromkeys(i for i in parsed if i is not None))
 
 
 def parse_task_id(value: Any) -> int | None:

@@ -58,6 +58,12 @@ def test_every_reader_answers_the_bytes_of_task_to_json(client, session_factory)
     assert client.get("/mj/task/list").get_data(as_text=True) == f"[{expected}]"
 
 
+def test_list_by_condition_answers_each_task_once_in_the_order_first_asked(client):
+    a, b = submit(client, "a"), submit(client, "b")
+    ids = [b, a, int(b), f" {a} ", *(str(10**18 + i) for i in range(996))]  # 1,000 ids, the cap
+    assert [t["id"] for t in client.post("/mj/task/list-by-condition", json={"ids": ids}).get_json()] == [b, a]
+
+
 def test_list_by_condition_refuses_a_non_list_or_too_many_ids(client):
     assert client.post("/mj/task/list-by-condition", json={"ids": "1"}).status_code == 400
     assert client.post("/mj/task/list-by-condition", json={"ids": list(range(1, 1002))}).status_code == 400
