@@ -59,7 +59,7 @@ def _decoded(images: ImageStore, key: str, task_id: int) -> Image.Image | None:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError) as exc:
-        log.warning("task %s: no thumbnail for %s: %s", task_id, key, exc)
+        log.warning("task %s: %s cannot be decoded, no thumbnail or cells: %s", task_id, key, exc)
         return None
     return image
 
@@ -116,19 +116,19 @@ def store_variants(images: ImageStore, task_id: int, action: str, image_url: str
 CELL_KEY = re.compile(r"^(\d+)/(?:cell-[1-4]\.png|thumb-cell-[1-4]\.webp)$")
 
 
-def grid_cell(images: ImageStore, key: str, action: str, image_url: str | None,
+def grid_cell(images: ImageStore, task_id: int, key: str, action: str, image_url: str | None,
               thumbnail_pixels: int = THUMBNAIL_PIXELS) -> bytes | None:
-    """The cell image `key` (CELL_KEY) of the grid at `image_url`, made from the grid and stored with its
+    """The cell image `key` of task `task_id`'s grid at `image_url`, made from the grid and stored with its
     siblings (the same bytes `store_variants` would have stored), or None when `key` names no cell of it."""
-    match = CELL_KEY.match(key)
     grid_key = images.key_of(image_url) if image_url else None
-    if match is None or action not in GRID_ACTIONS or grid_key is None:
+    if action not in GRID_ACTIONS or grid_key is None:
         return None
-    task_id = int(match[1])
     image = _decoded(images, grid_key, task_id)
     if image is None:
         return None
     files = _cell_files(task_id, image, _reduced(image, thumbnail_pixels), thumbnail_pixels)
+    if key not in files:
+        return None
     for cell_key, data in files.items():  # each write is atomic: two first requests at once store the same bytes
         images.put(cell_key, data)
     return files[key]

@@ -32,7 +32,8 @@ def image(key: str) -> Response:
         task_id = parse_task_id(cell[1])  # bounded: a 30-digit folder name must not reach a bigint column
         task = db.session.get(Task, task_id) if task_id is not None else None
         if task is not None:
-            data = grid_cell(found.images, key, task.action, task.image_url, found.settings.thumbnail_pixels)
+            data = grid_cell(found.images, task.id, key, task.action, task.image_url,
+                             found.settings.thumbnail_pixels)
     if data is None:
         raise TaskNotFound(f"image {key} not found")
     ext = key.rsplit(".", 1)[-1].lower()

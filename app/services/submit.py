@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -198,8 +197,7 @@ class Submitter:
         if self.dispatcher.execute(task.id, task.action, task.queue):
             return True
         try:
-            self.session.execute(update(Task).where(Task.id == task.id).values(enqueued_at=None)
-                                 .execution_options(synchronize_session=False))
+            task.enqueued_at = None
             self.session.commit()
         except DBAPIError as exc:  # the "dropped" rule still finds it, later
             self.session.rollback()

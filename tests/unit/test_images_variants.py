@@ -87,7 +87,7 @@ def test_cells_are_made_on_their_first_request_with_the_bytes_a_store_without_mj
             ] == lazily
     assert Image.open(io.BytesIO(lazily[2])).size == (grid.width // 2, grid.height // 2)
     # Keys that name no cell of a grid are not made.
-    assert grid_cell(images, f"{task_id}/cell-5.png", "IMAGINE", task["imageUrl"]) is None
-    assert grid_cell(images, f"{task_id}/cell-1.png", "UPSCALE", task["imageUrl"]) is None
+    assert grid_cell(images, task_id, f"{task_id}/cell-5.png", "IMAGINE", task["imageUrl"]) is None
+    assert grid_cell(images, task_id, f"{task_id}/cell-1.png", "UPSCALE", task["imageUrl"]) is None
     assert client.get(f"/mj/image/{task_id + 1}/cell-1.png").status_code == 404
     assert client.get(f"/mj/image/{'9' * 30}/cell-1.png").status_code == 404  # no id that large: no lookup
