@@ -143,6 +143,30 @@ def test_a_worker_that_lost_its_claim_cannot_write(client, session_factory, redi
         assert s.get(Task, task_id).progress is None
 
 
+def test_a_cancel_between_two_reports_of_a_running_job_stops_its_next_write(client, session_factory, redis):
+    task_id = submit(client)
+    worker = TaskEvents(session_factory, redis, task_id, attempt=0)
+    worker.transition(status="IN_PROGRESS", progress="15%")  # the worker now starts from what it wrote
+    TaskEvents(session_factory, redis, task_id, attempt=None).transition(status="CANCEL", failReason="cancelled")
+    with pytest.raises(ClaimLost):
+        worker.transition(status="IN_PROGRESS", progress="46%")
+    with session_factory() as s:
+        task = s.get(Task, task_id)
+        assert (task.status, task.progress, task.fail_reason) == ("CANCEL", "15%", "cancelled")
+
+
+def test_a_report_after_another_writer_keeps_that_writers_properties(client, session_factory, redis):
+    task_id = submit(client)
+    worker = TaskEvents(session_factory, redis, task_id, attempt=0)
+    worker.transition(properties={"progressMessageId": "m1"}, status="IN_PROGRESS")
+    TaskEvents(session_factory, redis, task_id, attempt=None).transition(properties={"movedFrom": ["sim-2"]})
+    data = worker.transition(properties={"messageHash": "h"}, progress="46%")
+    with session_factory() as s:
+        task = s.get(Task, task_id)
+        assert {"progressMessageId": "m1", "movedFrom": ["sim-2"], "messageHash": "h"}.items() <= task.properties.items()
+        assert task.seq == 3 and data["progress"] == "46%" and data["properties"] == task.to_json()["properties"]
+
+
 def test_a_terminal_task_is_never_written_again(client, session_factory, redis, images):
     task_id = submit(client)
     make_executor(session_factory, redis, images).execute(task_id)
