@@ -8,6 +8,7 @@ reads again only when its UPDATE misses.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -15,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import update
+from sqlalchemy import Update, bindparam, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -38,6 +39,24 @@ _COLUMNS = {
     "promptEn": "prompt_en", "description": "description", "upstream_id": "upstream_id",
     "upstream_state": "upstream_state",
 }
+
+
+@functools.lru_cache(maxsize=512)
+def _guarded_update(columns: tuple[str, ...], fenced: bool) -> Update:
+    """`UPDATE tasks SET <columns> WHERE id AND seq [AND attempt] RETURNING <columns>`, built once per shape.
+
+    The values come as parameters (`v_<column>`, `k_id`, `k_seq`, `k_attempt`): building the statement and its
+    cache key on every transition cost about as much CPU as running it (bench P3). RETURNING gives the written
+    columns in the database's own form (JSONB orders an object's keys), so events and webhooks carry what a
+    fetch of the row answers.
+    """
+    table = Task.__table__.c
+    guards = [table.id == bindparam("k_id"), table.seq == bindparam("k_seq")]
+    if fenced:
+        guards.append(table.attempt == bindparam("k_attempt"))
+    return (update(Task.__table__).where(*guards)
+            .values({column: bindparam(f"v_{column}", type_=table[column].type) for column in columns})
+            .returning(*(table[column] for column in columns)))
 
 
 class ClaimLost(MjqError):
@@ -106,16 +125,9 @@ class TaskEvents:
                 seen_seq = task.seq
                 values["seq"] = seen_seq + 1
                 values["updated_at"] = self.clock()
-                table = Task.__table__.c
-                # RETURNING the written columns: the row's own form of them (JSONB orders an object's keys), so
-                # events and webhooks carry what a fetch of the row answers.
-                written = session.execute(
-                    update(Task.__table__)
-                    .where(table.id == self.task_id, table.seq == seen_seq,
-                           *(() if self.attempt is None else (table.attempt == self.attempt,)))
-                    .values(**values)
-                    .returning(*(table[column] for column in values))
-                ).first()
+                params = {f"v_{column}": value for column, value in values.items()}
+                params.update(k_id=self.task_id, k_seq=seen_seq, k_attempt=self.attempt)
+                written = session.execute(_guarded_update(tuple(values), self.attempt is not None), params).first()
                 if written is None:
                     session.rollback()
                     continue  # someone wrote in between: re-read, and either retry or find the claim lost
