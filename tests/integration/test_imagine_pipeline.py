@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import time
 
 import pytest
 import requests
@@ -126,3 +127,34 @@ def test_the_reconciler_resends_a_message_redis_dropped_and_leaves_held_ones_alo
         message.ack()
         consumer.close()
     redis_client.delete(queue)
+
+
+def test_flower_receives_each_jobs_task_events_from_the_worker(api, workers, stack_settings, session_factory):
+    """The worker publishes task events in batches (EVENT_FLUSH_SECONDS): a lone job's still reach a monitor."""
+    import threading
+
+    from workers.celery_app import make_celery
+
+    celery = make_celery(stack_settings)
+    seen: dict[tuple[str, str], float] = {}
+
+    def record(event: dict) -> None:
+        seen.setdefault((event.get("uuid") or event.get("hostname", ""), event["type"]), time.time() * 1000)
+
+    with celery.connection_for_read() as conn:
+        receiver = celery.events.Receiver(conn, handlers={"*": record})
+        listener = threading.Thread(target=receiver.capture, kwargs={"limit": None}, daemon=True)
+        listener.start()
+        try:
+            # A worker's heartbeat (every 2 s) shows the receiver is subscribed before the job is submitted.
+            wait_for(lambda: any(kind == "worker-heartbeat" for _, kind in seen), 10, "a worker heartbeat")
+            body = api.post("/mj/submit/imagine", json={"prompt": "a heron in the reeds"}).get_json()
+            task = wait_for(finished(session_factory, int(body["result"])), 30, "the job to finish")
+            wait_for(lambda: (body["result"], "task-succeeded") in seen, 5, "Flower's task-succeeded event")
+        finally:
+            receiver.should_stop = True
+            listener.join(5)
+            celery.close()
+    kinds = {kind for (uuid, kind) in seen if uuid == body["result"]}
+    assert {"task-received", "task-started", "task-succeeded"} <= kinds
+    assert seen[(body["result"], "task-succeeded")] - task.finish_time < 2000

@@ -85,3 +85,31 @@ def test_a_broken_connection_pushes_back_only_the_messages_no_thread_has_started
                         lambda self, exc: restored.extend(delivered))  # what kombu's close then restores
     consumer.on_connection_error_after_connected(ConnectionError("gone"))
     assert restored == ["reserved"]
+
+
+def test_task_events_sent_by_many_jobs_go_out_in_one_flush_per_window():
+    from workers.celery_app import EVENT_FLUSH_SECONDS, QuickReconnectConsumer
+
+    class Hub:
+        def __init__(self):
+            self.soon, self.later = [], []
+
+        def call_soon(self, fn):
+            self.soon.append(fn)
+
+        def call_later(self, delay, fn):
+            self.later.append((delay, fn))
+
+    flushes = []
+    consumer = object.__new__(QuickReconnectConsumer)
+    consumer.hub = Hub()
+    consumer.event_dispatcher = type("Dispatcher", (), {"flush": lambda self: flushes.append(1)})()
+    for _ in range(50):  # task-received/started/succeeded of many jobs, from their threads
+        consumer.on_send_event_buffered()
+    assert len(consumer.hub.soon) == 1 and not flushes
+    consumer.hub.soon[0]()  # the loop's next tick schedules the flush on its timer
+    assert [delay for delay, _ in consumer.hub.later] == [EVENT_FLUSH_SECONDS]
+    consumer.hub.later[0][1]()
+    assert flushes == [1]
+    consumer.on_send_event_buffered()  # the next window's first event schedules the next flush
+    assert len(consumer.hub.soon) == 2
