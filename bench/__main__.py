@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def selected(names: list[str]) -> list[str]:
-    modules = [MODULES[n] for n in names] if names else list(MODULES.values())
+    modules = [MODULES[n] for n in names if n in MODULES] if names else list(MODULES.values())
     if not names or "webhooks" in names:
         if importlib.util.find_spec(WEBHOOKS_MODULE) is not None:
             modules.append(WEBHOOKS_MODULE)

@@ -82,3 +82,10 @@ def test_the_load_generator_reads_every_keep_alive_answer_of_a_local_server(loca
     result = loadgen.run(local_server, b'{"prompt":"x"}', seconds=0.3, connections=2, rate=rate)
     assert result["requests"] > 0 and result["errors"] == 0
     assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+def test_python_m_bench_webhooks_runs_only_the_webhook_benchmark():
+    from bench.__main__ import WEBHOOKS_MODULE, selected
+
+    assert selected(["webhooks"]) == [WEBHOOKS_MODULE]
+    assert selected(["p1", "webhooks"]) == ["bench.p1_submit", WEBHOOKS_MODULE]
