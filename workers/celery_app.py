@@ -122,6 +122,9 @@ class QuickReconnectConsumer(Consumer):
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         from celery.worker.state import active_requests
 
+        # A flush scheduled on the broken connection's loop may never run: the next event schedules anew.
+        self._event_flush_due = False
+
         running = {getattr(r.message, "delivery_tag", None) for r in list(active_requests)}
         transport = getattr(self.connection, "transport", None) if self.connection is not None else None
         for channel in list(getattr(transport, "channels", None) or []):

@@ -113,3 +113,21 @@ def test_task_events_sent_by_many_jobs_go_out_in_one_flush_per_window():
     assert flushes == [1]
     consumer.on_send_event_buffered()  # the next window's first event schedules the next flush
     assert len(consumer.hub.soon) == 2
+
+
+def test_after_a_broken_connection_the_next_task_event_schedules_a_flush_again(monkeypatch):
+    from celery.worker import state
+    from celery.worker.consumer import Consumer
+
+    from workers.celery_app import QuickReconnectConsumer
+
+    soon = []
+    consumer = object.__new__(QuickReconnectConsumer)
+    consumer.hub = SimpleNamespace(call_soon=soon.append)
+    consumer.connection = None
+    consumer.on_send_event_buffered()  # its flush was due on the loop of the connection that then broke
+    monkeypatch.setattr(state, "active_requests", [])
+    monkeypatch.setattr(Consumer, "on_connection_error_after_connected", lambda self, exc: None)
+    consumer.on_connection_error_after_connected(ConnectionError("gone"))
+    consumer.on_send_event_buffered()
+    assert len(soon) == 2
