@@ -5,9 +5,9 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -83,6 +83,9 @@ class Task(Base):
         """The task object exactly as midjourney-proxy clients read it (every key present)."""
         return task_json_of_row(tuple(getattr(self, name) for name in TASK_JSON_COLUMNS))
 
+
+#: The tasks table, for Core statements that skip the ORM's bookkeeping on hot paths (submit, transitions).
+TASKS = cast(Table, Task.__table__)
 
 #: The columns a task object is made of, in TASK_KEYS order (attribute and column names are the same).
 TASK_JSON_COLUMNS = (

@@ -8,10 +8,9 @@ reads again only when its UPDATE misses.
 """
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol, runtime_checkable
 
 from redis import Redis
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import protocol
-from app.models import Task, now_ms
+from app.models import TASKS, Task, now_ms
 from config.errors import MjqError
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ _COLUMNS = {
 }
 
 
-@functools.lru_cache(maxsize=512)
+@lru_cache(maxsize=512)
 def _guarded_update(columns: tuple[str, ...], fenced: bool) -> Update:
     """`UPDATE tasks SET <columns> WHERE id AND seq [AND attempt] RETURNING <columns>`, built once per shape.
 
@@ -50,11 +49,11 @@ def _guarded_update(columns: tuple[str, ...], fenced: bool) -> Update:
     columns in the database's own form (JSONB orders an object's keys), so events and webhooks carry what a
     fetch of the row answers.
     """
-    table = Task.__table__.c
+    table = TASKS.c
     guards = [table.id == bindparam("k_id"), table.seq == bindparam("k_seq")]
     if fenced:
         guards.append(table.attempt == bindparam("k_attempt"))
-    return (update(Task.__table__).where(*guards)
+    return (update(TASKS).where(*guards)
             .values({column: bindparam(f"v_{column}", type_=table[column].type) for column in columns})
             .returning(*(table[column] for column in columns)))
 

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy import insert, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import protocol
 from app.errors import NoAccount, QueueRejected, ValidationFailed
 from app.images import ImageStore
-from app.models import Account, Task, new_task_id, now_ms
+from app.models import TASKS, Account, Task, new_task_id, now_ms
 from app.schemas import Common, DecodedImage, ImagesRequest, ImagineRequest, prompt_mode
 from app.services.accounts import choose_account, concurrency_for, eligible_accounts
 from app.services.plans import DEFAULT_PLANS, DEFAULT_PRICES, Plan
@@ -35,9 +35,9 @@ from workers.scheduler import Candidate, QueueFull, Scheduler, pool_of
 log = logging.getLogger(__name__)
 
 SUBMITTED_TEXT = "Submit success"
-#: One statement for every new row (its compiled form is cached); the values come as parameters.
-_INSERT_TASK = insert(Task.__table__)
 MODAL_TEXT = "Waiting for window confirm"
+#: One statement for every new row (its compiled form is cached); the values come as parameters.
+_INSERT_TASK = insert(TASKS)
 
 
 def candidate_modes(path_mode: str | None, prompt: str, modes_filter: tuple[str, ...], default: str

@@ -163,7 +163,8 @@ def test_a_report_after_another_writer_keeps_that_writers_properties(client, ses
     data = worker.transition(properties={"messageHash": "h"}, progress="46%")
     with session_factory() as s:
         task = s.get(Task, task_id)
-        assert {"progressMessageId": "m1", "movedFrom": ["sim-2"], "messageHash": "h"}.items() <= task.properties.items()
+        expected = {"progressMessageId": "m1", "movedFrom": ["sim-2"], "messageHash": "h"}
+        assert expected.items() <= task.properties.items()
         assert task.seq == 3 and data["progress"] == "46%" and data["properties"] == task.to_json()["properties"]
 
 
