@@ -125,8 +125,10 @@ class TaskEvents:
                 values["seq"] = seen_seq + 1
                 values["updated_at"] = self.clock()
                 params = {f"v_{column}": value for column, value in values.items()}
-                params.update(k_id=self.task_id, k_seq=seen_seq, k_attempt=self.attempt)
-                written = session.execute(_guarded_update(tuple(values), self.attempt is not None), params).first()
+                params.update(k_id=self.task_id, k_seq=seen_seq)
+                if self.attempt is not None:
+                    params["k_attempt"] = self.attempt
+                written = session.execute(_guarded_update(tuple(values), "k_attempt" in params), params).first()
                 if written is None:
                     session.rollback()
                     continue  # someone wrote in between: re-read, and either retry or find the claim lost

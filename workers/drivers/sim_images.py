@@ -189,11 +189,10 @@ def _radial_ramp() -> Image.Image:
     return Image.radial_gradient("L")
 
 
-@functools.lru_cache(maxsize=64)  # the vignette's few strengths; each glow's is drawn at random
-def _falloff_lut(strength: float, power: float, inverse: bool) -> list[int]:
-    if inverse:  # 0 at the centre, 181 on the inscribed circle of the radial ramp
-        return [round(max(0.0, 1 - v / 181) ** power * 255 * strength) for v in range(256)]
-    return [round((v / 255) ** power * 255 * strength) for v in range(256)]
+@functools.lru_cache(maxsize=8)
+def _vignette_lut(strength: float) -> list[int]:
+    """The vignette's darkening by distance from the centre; the few strengths it is drawn with, made once."""
+    return [round((v / 255) ** 2 * 255 * strength) for v in range(256)]
 
 
 def _gradient(size: Size, top: RGB, bottom: RGB) -> Image.Image:
@@ -213,12 +212,13 @@ def _glow(img: Image.Image, centre: tuple[float, float], radius: float, colour: 
     if d < 2:
         return
     # radial_gradient is 0 at the centre and 181 on the inscribed circle; quadratic falloff looks soft.
-    mask = _radial_ramp().resize((d, d), _BILINEAR).point(_falloff_lut(strength, 2, True))
+    lut = [round(max(0.0, 1 - v / 181) ** 2 * 255 * strength) for v in range(256)]
+    mask = _radial_ramp().resize((d, d), _BILINEAR).point(lut)
     img.paste(colour, (int(centre[0] - radius), int(centre[1] - radius)), mask)
 
 
 def _vignette(img: Image.Image, strength: float) -> None:
-    img.paste((0, 0, 0), (0, 0), _radial_ramp().resize(img.size, _BILINEAR).point(_falloff_lut(strength, 2, False)))
+    img.paste((0, 0, 0), (0, 0), _radial_ramp().resize(img.size, _BILINEAR).point(_vignette_lut(strength)))
 
 
 def _regular(
