@@ -65,6 +65,43 @@ def guard_kombu_closed_channel() -> None:
 
 guard_kombu_closed_channel()
 
+
+def share_kombu_clients() -> None:
+    """One Redis client per kombu channel for the commands it runs beside its BRPOP connection.
+
+    kombu 5.7's redis Channel builds a new `redis.Redis` object for every publish, task-event fanout,
+    delivery (the unacked hash) and ack (`conn_or_acquire`), and redis-py 6 spends ~140 µs building one
+    (its table of ~200 response callbacks): two per submit in the API, two or more per job on a worker's
+    consumer thread, which is the thread a worker's intake waits on (bench P1, P3). A client takes a
+    connection from the channel's pool per command, so one shared by threads is safe. It is made again
+    when the channel's pool changes (kombu drops the pool when the connection breaks), so a channel that
+    outlived its connection still fails as `guard_kombu_closed_channel` makes it. Patched by hand because
+    kombu has no setting for it.
+    """
+    from contextlib import contextmanager
+
+    from kombu.transport import redis as kombu_redis
+
+    if getattr(kombu_redis.Channel.conn_or_acquire, "mjq_shared", False):
+        return
+
+    @contextmanager
+    def conn_or_acquire(self: Any, client: Any = None) -> Any:
+        if client:
+            yield client
+            return
+        shared = self.__dict__.get("_mjq_client")
+        pool = getattr(self, "_pool", None)
+        if shared is None or pool is None or shared.connection_pool is not pool:
+            shared = self._mjq_client = self._create_client()  # a closed channel raises here (the guard above)
+        yield shared
+
+    conn_or_acquire.mjq_shared = True  # type: ignore[attr-defined]
+    kombu_redis.Channel.conn_or_acquire = conn_or_acquire  # type: ignore[method-assign]
+
+
+share_kombu_clients()
+
 #: How a worker's consumer retries the broker: first after 0.2 s, then 0.5 s more each time, at most 2 s
 #: apart (kombu's default is 2 s, +2 s, up to 30 s: after an outage of a minute a worker would consume
 #: again up to 30 s after Redis answered, and the reconciler, which runs in the beat's worker, too).

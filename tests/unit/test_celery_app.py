@@ -131,3 +131,39 @@ def test_after_a_broken_connection_the_next_task_event_schedules_a_flush_again(m
     consumer.on_connection_error_after_connected(ConnectionError("gone"))
     consumer.on_send_event_buffered()
     assert len(soon) == 2
+
+
+def test_a_channel_reuses_one_redis_client_for_its_publishes_deliveries_and_acks(redis_url, monkeypatch):
+    import redis
+    from kombu import Connection, Exchange, Queue
+
+    queue = Queue("mjq-test-shared-client", Exchange("mjq-test-shared-client", type="direct"),
+                  routing_key="mjq-test-shared-client")
+    received: list[int] = []
+    with Connection(redis_url) as conn:
+        channel = conn.channel()
+        producer = conn.Producer(channel)
+        consumer = conn.Consumer(queue, channel=channel, callbacks=[lambda body, message: (
+            received.append(body["n"]), message.ack())])
+        producer.publish({"n": -1}, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue])
+        with consumer:
+            conn.drain_events(timeout=2)  # warm: the channel's clients and pools exist now
+            built = []
+            original = redis.Redis.__init__
+
+            def counting(self: redis.Redis, *args: object, **kwargs: object) -> None:
+                built.append(1)
+                original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(redis.Redis, "__init__", counting)
+            for n in range(20):
+                producer.publish({"n": n}, exchange=queue.exchange, routing_key=queue.routing_key)
+            while len(received) < 21:
+                conn.drain_events(timeout=2)
+            monkeypatch.undo()
+        client = redis.Redis.from_url(redis_url)
+        assert client.llen(queue.name) == 0 and client.hlen("unacked") == 0  # every message delivered and acked
+        queue(channel).delete()
+        channel.close()
+    assert received == [-1, *range(20)]
+    assert built == []  # kombu alone built a client per publish, per delivery and per ack: 60 here
