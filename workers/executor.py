@@ -149,7 +149,7 @@ class Executor:
                 # visibility timeout, or the reconciler sent it): dropping it keeps one execution.
                 log.info("task %s: attempt %s is alive elsewhere; duplicate message dropped", task_id, seen_attempt)
                 return SKIPPED
-            attempt = claim(session, task_id, seen_attempt, self.worker, self.clock)
+            attempt = claim(session, task_id, seen_attempt, self.worker, self.clock, row=task)
             if attempt is None:
                 return SKIPPED
             account = session.get(Account, task.account_id) if task.account_id else None
@@ -161,7 +161,8 @@ class Executor:
             )
             upstream_id, upstream_state = task.upstream_id, task.upstream_state
             submit_ms = task.submit_time
-        events = TaskEvents(self.session_factory, self.redis, task_id, attempt, self.listeners, self.clock)
+        # The first transition starts from the claimed row: a write since then makes its UPDATE miss and re-read.
+        events = TaskEvents(self.session_factory, self.redis, task_id, attempt, self.listeners, self.clock, row=task)
         log.info("task %s %s attempt %s on %s", task_id, job.action, attempt, self.worker)
         if self.keeper is not None:
             try:

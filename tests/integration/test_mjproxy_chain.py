@@ -21,7 +21,7 @@ from app.services.accounts import seed_simulator_accounts
 from config import Settings
 from tests.databases import claimed_redis, fresh_database
 from tests.e2e.action_walk import STEPS, walk_in_parallel
-from tests.processes import Process, celery_worker, free_port, gunicorn
+from tests.processes import Process, celery_worker, free_port, gunicorn, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +120,13 @@ def test_every_action_of_the_walk_runs_through_an_mjproxy_account_on_a_second_mj
                 assert task["imageUrl"].startswith(f"{ours}/mj/image/{task_id}/")
                 assert requests.get(task["imageUrl"], timeout=10).content == requests.get(twin["imageUrl"],
                                                                                          timeout=10).content
-            # The second mjq called the first back: the SUCCESS event reached the notify hook.
-            deliveries = up.get(f"{upstream}/mj/task/{twin['id']}/deliveries", timeout=10).json()
-            assert any(d["taskStatus"] == "SUCCESS" and d["status"] == "delivered" for d in deliveries), deliveries
+            # The second mjq called the first back: the SUCCESS event reached the notify hook. It may still be on
+            # its way: the first mjq can have read the result by the fetch an earlier event's hook prompted.
+            def success_delivered(twin_id: str = twin["id"]) -> bool:
+                deliveries = up.get(f"{upstream}/mj/task/{twin_id}/deliveries", timeout=10).json()
+                return any(d["taskStatus"] == "SUCCESS" and d["status"] == "delivered" for d in deliveries)
+
+            wait_for(success_delivered, 15, f"the SUCCESS webhook of upstream task {twin['id']} delivered")
             followed[prefix] += 1
         assert followed[prefix] == len(set(walker.task_ids)) - 1
     walks = " + ".join(f"{len(w.log)} steps under {p} ({w.seconds:.1f} s)" for p, w in walkers.items())

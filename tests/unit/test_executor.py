@@ -155,6 +155,26 @@ def test_a_cancel_between_two_reports_of_a_running_job_stops_its_next_write(clie
         assert (task.status, task.progress, task.fail_reason) == ("CANCEL", "15%", "cancelled")
 
 
+def test_a_cancel_right_after_the_claim_stops_the_job_before_it_reaches_the_upstream(
+        client, session_factory, redis, images, monkeypatch):
+    import workers.executor as executor_module
+
+    task_id = submit(client)
+    claimed = executor_module.claim
+
+    def claim_then_cancel(*args, **kwargs):
+        attempt = claimed(*args, **kwargs)  # the execution now holds the row it read before claiming
+        TaskEvents(session_factory, redis, task_id, attempt=None).transition(status="CANCEL", failReason="cancelled")
+        return attempt
+
+    monkeypatch.setattr(executor_module, "claim", claim_then_cancel)
+    executor = make_executor(session_factory, redis, images)
+    assert executor.execute(task_id) == LOST
+    task = client.get(f"/mj/task/{task_id}/fetch").get_json()
+    assert (task["status"], task["failReason"]) == ("CANCEL", "cancelled")
+    assert redis.hlen(SUBMISSIONS_KEY) == 0  # never submitted upstream
+
+
 def test_a_report_after_another_writer_keeps_that_writers_properties(client, session_factory, redis):
     task_id = submit(client)
     worker = TaskEvents(session_factory, redis, task_id, attempt=0)
