@@ -91,8 +91,7 @@ def share_kombu_clients() -> None:
             yield client
             return
         shared = self.__dict__.get("_mjq_client")
-        pool = getattr(self, "_pool", None)
-        if shared is None or pool is None or shared.connection_pool is not pool:
+        if shared is None or shared.connection_pool is not getattr(self, "_pool", None):
             shared = self._mjq_client = self._create_client()  # a closed channel raises here (the guard above)
         yield shared
 

@@ -3,8 +3,9 @@
 The UPDATE matches the row's id, the claim (`attempt`) the writer holds and the event
 sequence it read; a writer whose claim was taken over (a redelivered copy of the job, a
 cancel) matches nothing and gets ClaimLost instead of overwriting newer state. An execution
-reads the row once: each later transition starts from the state its previous one wrote, and
-reads again only when its UPDATE misses.
+reads the row once, before its claim: its first transition starts from that row as the claim
+left it, each later one from the state its previous one wrote, and it reads again only when
+its UPDATE misses.
 """
 from __future__ import annotations
 
@@ -93,24 +94,15 @@ class TaskEvents:
         self.redis = redis
         self.task_id = task_id
         self.attempt = attempt
-        self.listeners = listeners or []
         self.clock = clock
         # The row after this object's last committed transition (bench P3: one SELECT fewer per transition);
         # `row` is where the first one starts: the row as the caller last saw it committed (the claim's).
         self._last: Task | None = row
-
-    @property
-    def listeners(self) -> list[Listener]:
-        return self._listeners
-
-    @listeners.setter
-    def listeners(self, listeners: list[Listener]) -> None:
         # Sorted once: an isinstance check against a runtime Protocol costs 10-20 µs, and a transition made two per
         # listener (bench P3).
-        self._listeners = listeners
         self._outboxes: list[OutboxWriter] = []
         self._after: list[Callable[[dict[str, Any], int], None]] = []
-        for listener in listeners:
+        for listener in listeners or []:
             if isinstance(listener, OutboxWriter):
                 self._outboxes.append(listener)
             else:
@@ -145,9 +137,10 @@ class TaskEvents:
                 values["updated_at"] = self.clock()
                 params = {f"v_{column}": value for column, value in values.items()}
                 params.update(k_id=self.task_id, k_seq=seen_seq)
-                if self.attempt is not None:
+                fenced = self.attempt is not None
+                if fenced:
                     params["k_attempt"] = self.attempt
-                written = session.execute(_guarded_update(tuple(values), "k_attempt" in params), params).first()
+                written = session.execute(_guarded_update(tuple(values), fenced), params).first()
                 if written is None:
                     session.rollback()
                     continue  # someone wrote in between: re-read, and either retry or find the claim lost

@@ -167,7 +167,7 @@ class Submitter:
             enqueued_at=now if spec.status == protocol.NOT_START else None,
         )
         # The row is written by one INSERT statement, not through the session's unit of work: the flush's
-        # bookkeeping cost more CPU than the statement (bench P1). The Task returned is a detached copy.
+        # bookkeeping cost more CPU than the statement (bench P1). The Task returned is outside the session.
         task = Task(**row)
         try:
             for key, img in to_store:

@@ -38,8 +38,8 @@ def test_the_delivery_row_commits_with_the_transition_or_not_at_all(session_fact
         task = session.get(Task, task_id)
         assert (task.status, task.seq) == (protocol.NOT_START, 0)
     assert deliveries(session_factory) == []
-    events.listeners = [WebhookOutbox(clock=clock)]
-    events.transition(status=protocol.SUBMITTED, progress="0%")
+    TaskEvents(session_factory, None, task_id, 1, [WebhookOutbox(clock=clock)], clock).transition(
+        status=protocol.SUBMITTED, progress="0%")
     [row] = deliveries(session_factory)
     assert (row.seq, row.task_status, row.status, row.event_id) == (1, "SUBMITTED", "pending", f"msg_{task_id}_1")
 
