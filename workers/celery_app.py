@@ -101,6 +101,37 @@ def share_kombu_clients() -> None:
 
 share_kombu_clients()
 
+
+def skip_cached_declarations() -> None:
+    """Let a producer skip an entity its connection has declared before, without binding a copy of it.
+
+    Every publish asks kombu to declare its entities (the job's queue, the `celeryev` exchange of the
+    task-sent event), and kombu 5.7's retrying path binds a fresh copy of each to the channel (`copy`,
+    `as_dict`, a new entity) before it looks in the connection's cache of declared entities: ~19 % of the
+    CPU of a submit's Celery publish (bench P1). This looks in the same cache first, by the same key
+    (`hash(entity)`), and answers as kombu's cached path does (False: nothing declared). An entity not in
+    the cache, or a producer whose channel has no live connection, goes the original way, so declaring
+    and reconnecting are unchanged. Patched by hand because kombu has no setting for it.
+    """
+    from kombu import messaging
+
+    original = messaging.Producer.maybe_declare
+    if getattr(original, "mjq_cached", False):
+        return
+
+    def maybe_declare(self: Any, entity: Any, retry: bool = False, **retry_policy: Any) -> Any:
+        if entity and entity.can_cache_declaration:
+            client = getattr(getattr(self.__dict__.get("_channel"), "connection", None), "client", None)
+            if client is not None and hash(entity) in client.declared_entities:
+                return False
+        return original(self, entity, retry, **retry_policy)
+
+    maybe_declare.mjq_cached = True  # type: ignore[attr-defined]
+    messaging.Producer.maybe_declare = maybe_declare  # type: ignore[method-assign]
+
+
+skip_cached_declarations()
+
 #: How a worker's consumer retries the broker: first after 0.2 s, then 0.5 s more each time, at most 2 s
 #: apart (kombu's default is 2 s, +2 s, up to 30 s: after an outage of a minute a worker would consume
 #: again up to 30 s after Redis answered, and the reconciler, which runs in the beat's worker, too).

@@ -140,7 +140,9 @@ class TaskEvents:
                 fenced = self.attempt is not None
                 if fenced:
                     params["k_attempt"] = self.attempt
-                written = session.execute(_guarded_update(tuple(values), fenced), params).first()
+                # On the session's connection, not through `session.execute`: the ORM's execute layer cost ~a
+                # quarter of a transition's CPU for a statement that touches no mapped object (bench P3).
+                written = session.connection().execute(_guarded_update(tuple(values), fenced), params).first()
                 if written is None:
                     session.rollback()
                     continue  # someone wrote in between: re-read, and either retry or find the claim lost

@@ -167,3 +167,43 @@ def test_a_channel_reuses_one_redis_client_for_its_publishes_deliveries_and_acks
         channel.close()
     assert received == [-1, *range(20)]
     assert built == []  # kombu alone built a client per publish, per delivery and per ack: 60 here
+
+
+def test_a_producer_declares_a_queue_once_per_connection_and_binds_no_copy_to_publish(redis_url, monkeypatch):
+    import redis
+    from kombu import Connection, Exchange, Queue, abstract, entity
+
+    queue = Queue("mjq-test-declare-once", Exchange("mjq-test-declare-once", type="direct"),
+                  routing_key="mjq-test-declare-once")
+    declared: list[str] = []
+    bound: list[str] = []
+    declare, bind = entity.Queue.declare, abstract.MaybeChannelBound.bind
+
+    def counting_declare(self: entity.Queue, *args: object, **kwargs: object) -> object:
+        declared.append(self.name)
+        return declare(self, *args, **kwargs)
+
+    def counting_bind(self: abstract.MaybeChannelBound, channel: object) -> object:
+        bound.append(type(self).__name__)
+        return bind(self, channel)
+
+    monkeypatch.setattr(entity.Queue, "declare", counting_declare)
+    monkeypatch.setattr(abstract.MaybeChannelBound, "bind", counting_bind)
+    for connection_number in range(2):
+        with Connection(redis_url) as conn:
+            producer = conn.Producer(conn.channel())
+            for n in range(10):
+                # as Celery publishes a job: the queue to declare, with retries
+                producer.publish({"n": n}, exchange=queue.exchange, routing_key=queue.routing_key,
+                                 declare=[queue], retry=True)
+                if n == 0:
+                    assert declared == [queue.name] * (connection_number + 1)  # each new connection declares it
+                    bound.clear()
+            assert declared == [queue.name] * (connection_number + 1)  # and only once
+            assert bound == []  # kombu alone binds a copy of the queue and its exchange to the channel per publish
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.llen(queue.name) == 20  # every message reached the queue
+    finally:
+        client.delete(queue.name)
+        client.close()

@@ -42,6 +42,19 @@ def test_imagine_is_accepted_with_code_1_and_a_numeric_string_id(client, celery,
     assert msg == {"task": "mj.execute", "args": [body["result"], "IMAGINE"], "id": body["result"]}
 
 
+def test_the_job_message_shows_flower_its_arguments_as_celery_writes_them(client, celery):
+    from celery.utils.saferepr import saferepr
+
+    task_id = client.post("/mj/submit/imagine", json={"prompt": "a red fox"}).get_json()["result"]
+    with celery.connection_for_write() as conn:
+        queue = conn.SimpleQueue(queues.FAST)
+        msg = queue.get(timeout=1)
+        msg.ack()
+        queue.close()
+    assert msg.headers["argsrepr"] == saferepr([task_id, "IMAGINE"]) == f"['{task_id}', 'IMAGINE']"
+    assert msg.headers["kwargsrepr"] == saferepr({}) == "{}"
+
+
 def test_answers_are_compact_json_that_relays_can_match_by_text(client):
     raw = client.post("/mj/submit/imagine", json={"prompt": "cat"}).get_data(as_text=True)
     assert raw.startswith('{"code":1,"description":') and ": " not in raw and ", " not in raw

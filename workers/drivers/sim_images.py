@@ -195,6 +195,20 @@ def _vignette_lut(strength: float) -> list[int]:
     return [round((v / 255) ** 2 * 255 * strength) for v in range(256)]
 
 
+@functools.lru_cache(maxsize=8)
+def _glow_lut(strength: float) -> list[int]:
+    """A glow's quadratic falloff: radial_gradient is 0 at the centre and 181 on the inscribed circle. Each
+    caller draws with its own constant strength, so the few tables are made once."""
+    return [round(max(0.0, 1 - v / 181) ** 2 * 255 * strength) for v in range(256)]
+
+
+@functools.lru_cache(maxsize=8)
+def _vignette_mask(size: Size, strength: float) -> Image.Image:
+    """The vignette's mask for one cell size, made once per size: the four cells of a grid, and every grid
+    of the same aspect ratio, share it (callers only read it)."""
+    return _radial_ramp().resize(size, _BILINEAR).point(_vignette_lut(strength))
+
+
 def _gradient(size: Size, top: RGB, bottom: RGB) -> Image.Image:
     mask = _linear_ramp().resize(size, _BILINEAR)
     return Image.composite(Image.new("RGB", size, bottom), Image.new("RGB", size, top), mask)
@@ -211,14 +225,12 @@ def _glow(img: Image.Image, centre: tuple[float, float], radius: float, colour: 
     d = int(radius * 2)
     if d < 2:
         return
-    # radial_gradient is 0 at the centre and 181 on the inscribed circle; quadratic falloff looks soft.
-    lut = [round(max(0.0, 1 - v / 181) ** 2 * 255 * strength) for v in range(256)]
-    mask = _radial_ramp().resize((d, d), _BILINEAR).point(lut)
+    mask = _radial_ramp().resize((d, d), _BILINEAR).point(_glow_lut(strength))
     img.paste(colour, (int(centre[0] - radius), int(centre[1] - radius)), mask)
 
 
 def _vignette(img: Image.Image, strength: float) -> None:
-    img.paste((0, 0, 0), (0, 0), _radial_ramp().resize(img.size, _BILINEAR).point(_vignette_lut(strength)))
+    img.paste((0, 0, 0), (0, 0), _vignette_mask(img.size, strength))
 
 
 def _regular(
