@@ -9,6 +9,7 @@ from redis import Redis
 
 from app.db import db, engine_options
 from app.images import ImageStore, make_image_store
+from app.services.accounts import AccountDirectory
 from config import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Services:
     def __init__(self, settings: Settings, dispatcher: Any, images: ImageStore, redis: Redis,
                  prompts: Any) -> None:
         self.scheduler: Any = None
+        #: The enabled accounts, cached for every submit of this process (app/services/accounts.py).
+        self.accounts = AccountDirectory()
         self.plans: dict[str, Any] = {}
         self.event_writers: list[Any] = []
         self.prices: dict[str, tuple[int, int]] = {}

@@ -146,6 +146,21 @@ class Account(Base):
         }
 
 
+class AccountVersion(Base):
+    """One row (`id` 1) whose `version` a trigger on `accounts` bumps at every write to that table (migration
+    0005): every writer, SQL typed by an operator included. The API caches the enabled accounts per process and
+    checks this version in the same statement that inserts a new task (app/services/accounts.py)."""
+
+    __tablename__ = "account_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+#: The account_versions table, for the scalar subquery the task INSERT returns.
+ACCOUNT_VERSIONS = cast(Table, AccountVersion.__table__)
+
+
 # Webhook delivery (workers/webhooks.py). Deliveries are written in the same transaction as
 # the task transition they announce, so no event is lost between the commit and a send.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY

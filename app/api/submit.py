@@ -25,7 +25,7 @@ def submitter() -> Submitter:
     who = caller()
     return Submitter(db.session(), svc.dispatcher, svc.images, svc.settings, svc.prompts, owner=who.key_id,
                      scheduler=svc.scheduler, viewer=who.viewer, plans=svc.plans, prices=svc.prices,
-                     image_mode=path_image_mode())
+                     image_mode=path_image_mode(), accounts=svc.accounts)
 
 
 def limit_rate() -> None:

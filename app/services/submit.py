@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,9 +21,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import protocol
 from app.errors import NoAccount, QueueRejected, ValidationFailed
 from app.images import ImageStore
-from app.models import TASKS, Account, Task, new_task_id, now_ms
+from app.models import ACCOUNT_VERSIONS, TASKS, Account, Task, new_task_id, now_ms
 from app.schemas import Common, DecodedImage, ImagesRequest, ImagineRequest, prompt_mode
-from app.services.accounts import choose_account, concurrency_for, eligible_accounts
+from app.services.accounts import AccountDirectory, choose_account, concurrency_for, eligible_accounts, eligible_among
 from app.services.plans import DEFAULT_PLANS, DEFAULT_PRICES, Plan
 from app.services.prompts import PromptChecker
 from app.services.tenancy import check_plan
@@ -36,8 +36,17 @@ log = logging.getLogger(__name__)
 
 SUBMITTED_TEXT = "Submit success"
 MODAL_TEXT = "Waiting for window confirm"
-#: One statement for every new row (its compiled form is cached); the values come as parameters.
-_INSERT_TASK = insert(TASKS)
+#: One statement for every new row (its compiled form is cached); the values come as parameters. It returns the
+#: accounts' version (AccountDirectory): the list the task was placed with must not be older.
+_INSERT_TASK = insert(TASKS).returning(
+    select(ACCOUNT_VERSIONS.c.version).where(ACCOUNT_VERSIONS.c.id == 1).scalar_subquery())
+#: Placements of one submit when the accounts keep changing under it; the last one is not checked (it read the
+#: accounts within the request, as every placement did before the cache).
+PLACEMENTS = 3
+
+
+class AccountsChanged(Exception):  # noqa: N818 - a signal between two methods, never raised to a caller
+    """The accounts changed after the list a task was placed with was read: place it again."""
 
 
 def candidate_modes(path_mode: str | None, prompt: str, modes_filter: tuple[str, ...], default: str
@@ -87,9 +96,16 @@ class Submitter:
     def __init__(self, session: Session, dispatcher: Dispatcher, images: ImageStore, settings: Settings,
                  prompts: PromptChecker, owner: str | None = None, scheduler: Scheduler | None = None,
                  viewer: str | None = None, plans: dict[str, Plan] | None = None,
-                 prices: dict[str, tuple[int, int]] | None = None, image_mode: str | None = None) -> None:
+                 prices: dict[str, tuple[int, int]] | None = None, image_mode: str | None = None,
+                 accounts: AccountDirectory | None = None) -> None:
         """`owner`: the key the new tasks belong to; `viewer`: whose tasks may be read (None = all);
-        `image_mode`: the URL form the submitter reads (app/image_modes.py), which its webhooks carry."""
+        `image_mode`: the URL form the submitter reads (app/image_modes.py), which its webhooks carry;
+        `accounts`: the process's cache of enabled accounts (None: read them at every placement)."""
+        self.accounts = accounts
+        #: The accounts' version the last placement used (None: nothing to check at the INSERT), and whether that
+        #: list came from the process's cache.
+        self.placed_version: int | None = None
+        self.placed_from_cache = False
         self.image_mode = image_mode
         self.scheduler = scheduler
         self.viewer = viewer
@@ -108,8 +124,12 @@ class Submitter:
         """The new job's mode and the accounts that may run it: the first of `candidate_modes` that an
         enabled account passing accountFilter supports. Raises ValidationFailed (4), NoAccount (3)."""
         modes = candidate_modes(path_mode, prompt, common.account_filter.modes, self.settings.default_mode)
+        enabled: list[Account] | None = None
+        if self.accounts is not None:
+            self.placed_version, enabled, self.placed_from_cache = self.accounts.enabled(self.session)
         for mode in modes:
-            candidates = eligible_accounts(self.session, mode, common.bot_type, common.account_filter)
+            candidates = (eligible_accounts(self.session, mode, common.bot_type, common.account_filter)
+                          if enabled is None else eligible_among(enabled, mode, common.bot_type, common.account_filter))
             if candidates:
                 return mode, candidates
         raise NoAccount(f"no available account for mode {' or '.join(modes)} and bot {common.bot_type}")
@@ -172,7 +192,14 @@ class Submitter:
         try:
             for key, img in to_store:
                 self.images.put(key, img.data)
-            self.session.connection().execute(_INSERT_TASK, row)
+            version = self.session.connection().execute(_INSERT_TASK, row).scalar()
+            placed, self.placed_version = self.placed_version, None
+            if placed is not None and version != placed:
+                if self.accounts is not None:
+                    self.accounts.forget(placed)
+                if to_store:  # placed again under a new id: these files would belong to no task
+                    self.images.delete_task(task_id)
+                raise AccountsChanged(f"accounts version {placed} -> {version}")
             self.session.commit()
         except BaseException:  # a full disk as much as a lost database: the admission must not linger
             self.session.rollback()
@@ -226,56 +253,66 @@ class Submitter:
         return protocol.envelope(protocol.CODE_SUCCESS, SUBMITTED_TEXT, str(task.id), props)
 
     # -- new jobs -------------------------------------------------------------------------
+    def new_job(self, path_mode: str | None, prompt: str, common: Common,
+                spec: Callable[[str, list[Account]], Spec]) -> dict[str, Any]:
+        """Place a new job, create it and answer; placed again when the accounts changed after the list it was
+        placed with was read (see AccountDirectory). Raises what `placement` and `create` raise."""
+        for placement in range(1, PLACEMENTS + 1):
+            try:
+                mode, accounts = self.placement(path_mode, prompt, common)
+                if placement == PLACEMENTS:
+                    self.placed_version = None
+                return self.accepted(self.create(spec(mode, accounts)))
+            except AccountsChanged as changed:
+                log.info("new job placed again: %s", changed)
+            except (NoAccount, QueueRejected):
+                # A refusal must hold against the accounts as they are now, not as the cache last saw them.
+                if not self.placed_from_cache or self.accounts is None or placement == PLACEMENTS:
+                    raise
+                self.accounts.forget(self.placed_version)
+                self.placed_version, self.placed_from_cache = None, False
+        raise AssertionError("the last placement is not checked")
+
     def imagine(self, req: ImagineRequest, path_mode: str | None) -> dict[str, Any]:
         """IMAGINE. Raises BannedPrompt (24), NoAccount (3)."""
         prompt_en = self.prompts.prepare(req.prompt)
-        mode, accounts = self.placement(path_mode, req.prompt, req.common)
-        task = self.create(Spec(
+        return self.new_job(path_mode, req.prompt, req.common, lambda mode, accounts: Spec(
             action=protocol.IMAGINE, mode=mode, accounts=accounts, common=req.common,
             prompt=req.prompt, prompt_en=prompt_en, description=lambda _id: f"/imagine {req.prompt}",
             images={"images": list(req.images)}, inputs={"kind": "imagine"},
         ))
-        return self.accepted(task)
 
     def describe(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
-        mode, accounts = self.placement(path_mode, "", req.common)
         ext = req.images[0].ext.replace("jpeg", "jpg")
-        task = self.create(Spec(
+        return self.new_job(path_mode, "", req.common, lambda mode, accounts: Spec(
             action=protocol.DESCRIBE, mode=mode, accounts=accounts, common=req.common,
             description=lambda task_id: f"/describe {task_id}.{ext}", images={"images": list(req.images)},
             inputs={"kind": "describe"},
         ))
-        return self.accepted(task)
 
     def blend(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
-        mode, accounts = self.placement(path_mode, "", req.common)
         count = len(req.images)
-        task = self.create(Spec(
+        return self.new_job(path_mode, "", req.common, lambda mode, accounts: Spec(
             action=protocol.BLEND, mode=mode, accounts=accounts, common=req.common,
             description=lambda task_id: f"/blend {task_id} {count}", images={"images": list(req.images)},
             inputs={"kind": "blend", "dimensions": req.dimensions},
         ))
-        return self.accepted(task)
 
     def shorten(self, prompt: str, common: Common, path_mode: str | None) -> dict[str, Any]:
         prompt_en = self.prompts.prepare(prompt)
-        mode, accounts = self.placement(path_mode, prompt, common)
-        task = self.create(Spec(
+        return self.new_job(path_mode, prompt, common, lambda mode, accounts: Spec(
             action=protocol.SHORTEN, mode=mode, accounts=accounts, common=common,
             prompt=prompt, prompt_en=prompt_en, description=lambda _id: f"/shorten {prompt}",
             inputs={"kind": "shorten"},
         ))
-        return self.accepted(task)
 
     def swap_face(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:
-        mode, accounts = self.placement(path_mode, "", req.common)
         source, target = req.images
-        task = self.create(Spec(
+        return self.new_job(path_mode, "", req.common, lambda mode, accounts: Spec(
             action=protocol.SWAP_FACE, mode=mode, accounts=accounts, common=req.common,
             description=lambda task_id: f"/swap_face {task_id}", images={"source": [source], "target": [target]},
             inputs={"kind": "swap_face"}, bot_type="INSIGHT_FACE",
         ))
-        return self.accepted(task)
 
     def upload(self, req: ImagesRequest) -> dict[str, Any]:
         """Store images and answer their URLs (`result` is an array); no job is created."""
