@@ -39,8 +39,8 @@ def eligible_among(accounts: Sequence[Account], mode: str, bot_type: str, accoun
 class AccountDirectory:
     """The enabled accounts as of a version of the `accounts` table, cached in one process.
 
-    Loading them for every submit was ~10 % of a submit's CPU with two accounts and doubled it with two
-    hundred (4.5 ms; bench P1). A trigger bumps `account_versions` at every write to `accounts` (migration
+    Loading them for every submit was ~20 % of a submit's CPU with two accounts and ~40 % with two hundred
+    (bench P1). A trigger bumps `account_versions` at every write to `accounts` (migration
     0005), and the INSERT of each new task returns that version in the same statement: a submit placed with
     an older list is rolled back and placed again from a fresh one (`Submitter.create`), so a change by any
     writer, in any process, holds for every task inserted after it committed, as when each submit read the
