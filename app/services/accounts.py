@@ -13,10 +13,14 @@ from app.models import Account, AccountVersion, Task, now_ms
 from app.schemas import AccountFilter
 
 
+def enabled_accounts(session: Session) -> list[Account]:
+    """The enabled accounts, ordered by id."""
+    return list(session.scalars(select(Account).where(Account.enable.is_(True)).order_by(Account.id)))
+
+
 def eligible_accounts(session: Session, mode: str, bot_type: str, account_filter: AccountFilter) -> list[Account]:
     """Enabled accounts that support `mode` and `bot_type` and pass the request's accountFilter."""
-    accounts = session.scalars(select(Account).where(Account.enable.is_(True)).order_by(Account.id)).all()
-    return eligible_among(accounts, mode, bot_type, account_filter)
+    return eligible_among(enabled_accounts(session), mode, bot_type, account_filter)
 
 
 def eligible_among(accounts: Sequence[Account], mode: str, bot_type: str, account_filter: AccountFilter
@@ -50,12 +54,12 @@ class AccountDirectory:
     def __init__(self) -> None:
         self._cached: tuple[int, list[Account]] | None = None
 
-    def enabled(self, session: Session) -> tuple[int | None, list[Account], bool]:
-        """(version, the enabled accounts ordered by id, whether they came from the cache): the cached list,
-        else read now and cached."""
+    def enabled(self, session: Session, fresh: bool = False) -> tuple[int | None, list[Account]]:
+        """(version, the enabled accounts ordered by id): the cached list, else (or when `fresh`) read now and
+        cached."""
         cached = self._cached
-        if cached is not None:
-            return cached[0], cached[1], True
+        if cached is not None and not fresh:
+            return cached
         # The version first: a write committed between the two reads makes the list newer than its version, which
         # only costs a second placement.
         version = session.scalar(select(AccountVersion.version).where(AccountVersion.id == 1))
@@ -65,7 +69,7 @@ class AccountDirectory:
         accounts = [Account(**row) for row in rows]
         if version is not None:
             self._cached = (version, accounts)
-        return version, accounts, False
+        return version, accounts
 
     def forget(self, version: int | None = None) -> None:
         """Drop the cached list (only if it is still that of `version`, when given)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -23,7 +23,7 @@ from app.errors import NoAccount, QueueRejected, ValidationFailed
 from app.images import ImageStore
 from app.models import ACCOUNT_VERSIONS, TASKS, Account, Task, new_task_id, now_ms
 from app.schemas import Common, DecodedImage, ImagesRequest, ImagineRequest, prompt_mode
-from app.services.accounts import AccountDirectory, choose_account, concurrency_for, eligible_accounts, eligible_among
+from app.services.accounts import AccountDirectory, choose_account, concurrency_for, eligible_among, enabled_accounts
 from app.services.plans import DEFAULT_PLANS, DEFAULT_PRICES, Plan
 from app.services.prompts import PromptChecker
 from app.services.tenancy import check_plan
@@ -88,6 +88,8 @@ class Spec:
     parent_id: int | None = None
     properties: dict[str, Any] = field(default_factory=dict)
     bot_type: str | None = None
+    #: The accounts' version `accounts` were read at: the task's INSERT must see the same (None: not checked).
+    accounts_version: int | None = None
 
 
 class Submitter:
@@ -102,10 +104,6 @@ class Submitter:
         `image_mode`: the URL form the submitter reads (app/image_modes.py), which its webhooks carry;
         `accounts`: the process's cache of enabled accounts (None: read them at every placement)."""
         self.accounts = accounts
-        #: The accounts' version the last placement used (None: nothing to check at the INSERT), and whether that
-        #: list came from the process's cache.
-        self.placed_version: int | None = None
-        self.placed_from_cache = False
         self.image_mode = image_mode
         self.scheduler = scheduler
         self.viewer = viewer
@@ -120,18 +118,19 @@ class Submitter:
         self.admission: dict[int, tuple[int, int]] = {}
 
     # -- shared steps -------------------------------------------------------------------
-    def placement(self, path_mode: str | None, prompt: str, common: Common) -> tuple[str, list[Account]]:
-        """The new job's mode and the accounts that may run it: the first of `candidate_modes` that an
-        enabled account passing accountFilter supports. Raises ValidationFailed (4), NoAccount (3)."""
+    def placement(self, path_mode: str | None, prompt: str, common: Common, fresh: bool = False
+                  ) -> tuple[str, list[Account], int | None]:
+        """The new job's mode, the accounts that may run it (the first of `candidate_modes` that an enabled
+        account passing accountFilter supports) and the accounts' version they were read at (None: unknown).
+        `fresh` reads the accounts now instead of from the process's cache. Raises ValidationFailed (4),
+        NoAccount (3)."""
         modes = candidate_modes(path_mode, prompt, common.account_filter.modes, self.settings.default_mode)
-        enabled: list[Account] | None = None
-        if self.accounts is not None:
-            self.placed_version, enabled, self.placed_from_cache = self.accounts.enabled(self.session)
+        version, enabled = (self.accounts.enabled(self.session, fresh) if self.accounts is not None
+                            else (None, enabled_accounts(self.session)))
         for mode in modes:
-            candidates = (eligible_accounts(self.session, mode, common.bot_type, common.account_filter)
-                          if enabled is None else eligible_among(enabled, mode, common.bot_type, common.account_filter))
+            candidates = eligible_among(enabled, mode, common.bot_type, common.account_filter)
             if candidates:
-                return mode, candidates
+                return mode, candidates, version
         raise NoAccount(f"no available account for mode {' or '.join(modes)} and bot {common.bot_type}")
 
     def admit(self, accounts: list[Account], mode: str, task_id: int, submit_ms: int) -> tuple[Account, int, int]:
@@ -193,7 +192,7 @@ class Submitter:
             for key, img in to_store:
                 self.images.put(key, img.data)
             version = self.session.connection().execute(_INSERT_TASK, row).scalar()
-            placed, self.placed_version = self.placed_version, None
+            placed = spec.accounts_version
             if placed is not None and version != placed:
                 if self.accounts is not None:
                     self.accounts.forget(placed)
@@ -257,20 +256,20 @@ class Submitter:
                 spec: Callable[[str, list[Account]], Spec]) -> dict[str, Any]:
         """Place a new job, create it and answer; placed again when the accounts changed after the list it was
         placed with was read (see AccountDirectory). Raises what `placement` and `create` raise."""
+        fresh = False
         for placement in range(1, PLACEMENTS + 1):
             try:
-                mode, accounts = self.placement(path_mode, prompt, common)
-                if placement == PLACEMENTS:
-                    self.placed_version = None
-                return self.accepted(self.create(spec(mode, accounts)))
+                mode, accounts, version = self.placement(path_mode, prompt, common, fresh)
+                checked = version if placement < PLACEMENTS else None
+                return self.accepted(self.create(replace(spec(mode, accounts), accounts_version=checked)))
             except AccountsChanged as changed:
                 log.info("new job placed again: %s", changed)
+                fresh = True
             except (NoAccount, QueueRejected):
                 # A refusal must hold against the accounts as they are now, not as the cache last saw them.
-                if not self.placed_from_cache or self.accounts is None or placement == PLACEMENTS:
+                if fresh or self.accounts is None:
                     raise
-                self.accounts.forget(self.placed_version)
-                self.placed_version, self.placed_from_cache = None, False
+                fresh = True
         raise AssertionError("the last placement is not checked")
 
     def imagine(self, req: ImagineRequest, path_mode: str | None) -> dict[str, Any]:
