@@ -159,6 +159,8 @@ class AccountVersion(Base):
 
 #: The account_versions table, for the scalar subquery the task INSERT returns.
 ACCOUNT_VERSIONS = cast(Table, AccountVersion.__table__)
+#: The accounts table, for the Core read behind the API's cache of accounts (plain rows, no session state).
+ACCOUNTS = cast(Table, Account.__table__)
 
 
 # Webhook delivery (workers/webhooks.py). Deliveries are written in the same transaction as

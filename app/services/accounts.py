@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import protocol
-from app.models import Account, AccountVersion, Task, now_ms
+from app.models import ACCOUNT_VERSIONS, ACCOUNTS, Account, Task, now_ms
 from app.schemas import AccountFilter
+
+#: The accounts' version (migration 0005): read when the cache is filled, and returned by every task INSERT.
+ACCOUNTS_VERSION = select(ACCOUNT_VERSIONS.c.version).where(ACCOUNT_VERSIONS.c.id == 1)
 
 
 def enabled_accounts(session: Session) -> list[Account]:
@@ -62,19 +64,19 @@ class AccountDirectory:
             return cached
         # The version first: a write committed between the two reads makes the list newer than its version, which
         # only costs a second placement.
-        version = session.scalar(select(AccountVersion.version).where(AccountVersion.id == 1))
-        table = cast(Table, Account.__table__)
-        rows = session.execute(select(table).where(table.c.enable.is_(True)).order_by(table.c.id)).mappings().all()
+        version = session.scalar(ACCOUNTS_VERSION)
+        enabled = select(ACCOUNTS).where(ACCOUNTS.c.enable.is_(True)).order_by(ACCOUNTS.c.id)
+        rows = session.execute(enabled).mappings().all()
         # Transient copies, in no session: threads share them read-only, and no commit expires them.
         accounts = [Account(**row) for row in rows]
         if version is not None:
             self._cached = (version, accounts)
         return version, accounts
 
-    def forget(self, version: int | None = None) -> None:
-        """Drop the cached list (only if it is still that of `version`, when given)."""
+    def forget(self, version: int) -> None:
+        """Drop the cached list if it is still that of `version` (another thread may have read a newer one)."""
         cached = self._cached
-        if cached is not None and (version is None or cached[0] == version):
+        if cached is not None and cached[0] == version:
             self._cached = None
 
 

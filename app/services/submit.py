@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,9 +21,16 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import protocol
 from app.errors import NoAccount, QueueRejected, ValidationFailed
 from app.images import ImageStore
-from app.models import ACCOUNT_VERSIONS, TASKS, Account, Task, new_task_id, now_ms
+from app.models import TASKS, Account, Task, new_task_id, now_ms
 from app.schemas import Common, DecodedImage, ImagesRequest, ImagineRequest, prompt_mode
-from app.services.accounts import AccountDirectory, choose_account, concurrency_for, eligible_among, enabled_accounts
+from app.services.accounts import (
+    ACCOUNTS_VERSION,
+    AccountDirectory,
+    choose_account,
+    concurrency_for,
+    eligible_among,
+    enabled_accounts,
+)
 from app.services.plans import DEFAULT_PLANS, DEFAULT_PRICES, Plan
 from app.services.prompts import PromptChecker
 from app.services.tenancy import check_plan
@@ -38,8 +45,7 @@ SUBMITTED_TEXT = "Submit success"
 MODAL_TEXT = "Waiting for window confirm"
 #: One statement for every new row (its compiled form is cached); the values come as parameters. It returns the
 #: accounts' version (AccountDirectory): the list the task was placed with must not be older.
-_INSERT_TASK = insert(TASKS).returning(
-    select(ACCOUNT_VERSIONS.c.version).where(ACCOUNT_VERSIONS.c.id == 1).scalar_subquery())
+_INSERT_TASK = insert(TASKS).returning(ACCOUNTS_VERSION.scalar_subquery())
 #: Placements of one submit when the accounts keep changing under it; the last one is not checked (it read the
 #: accounts within the request, as every placement did before the cache).
 PLACEMENTS = 3
