@@ -26,13 +26,19 @@ GRID_ACTIONS = frozenset({protocol.IMAGINE, protocol.VARIATION, protocol.REROLL,
 THUMBNAIL_PIXELS = 256
 #: WebP quality of thumbnails (0-100): small files, still sharp at 256 px.
 THUMBNAIL_QUALITY = 80
+#: WebP encoding effort, 0 (fastest) to 6 (smallest; Pillow's default is 4), of every WebP mjq and its
+#: simulator write. 2 encodes a 512-px progress preview in ~3.6 ms instead of ~9.3, and a 256-px
+#: thumbnail in ~3.3 ms instead of ~4.9, for ~4 % more bytes.
+WEBP_METHOD = 2
+#: zlib's run-length strategy for PNG (Pillow's `compress_type`).
+PNG_RLE = 3
 
 
 def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     # Fast, on the job's time: zlib's run-length strategy encodes a cell ~15% faster than level 1 alone
     # and ~20% smaller (bench: 4 cells of a 16:9 grid, 63 → 54 ms, 663 → 518 KiB).
-    image.save(out, format="PNG", compress_level=1, compress_type=3)
+    image.save(out, format="PNG", compress_level=1, compress_type=PNG_RLE)
     return out.getvalue()
 
 
@@ -40,7 +46,7 @@ def _webp(image: Image.Image, pixels: int) -> bytes:
     small = image.copy()
     small.thumbnail((pixels, pixels), Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    small.save(out, format="WEBP", quality=THUMBNAIL_QUALITY)
+    small.save(out, format="WEBP", quality=THUMBNAIL_QUALITY, method=WEBP_METHOD)
     return out.getvalue()
 
 
@@ -66,9 +72,11 @@ def _decoded(images: ImageStore, key: str, task_id: int) -> Image.Image | None:
 
 def _reduced(image: Image.Image, thumbnail_pixels: int) -> Image.Image:
     """One resample from full size to twice the thumbnail: the grid's thumbnail and its cells' come from it."""
-    reduced = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
-    reduced.thumbnail((2 * thumbnail_pixels, 2 * thumbnail_pixels), Image.Resampling.BOX)
-    return reduced
+    source = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if image.mode in ("LA", "P") else "RGB")
+    scale = min(1.0, 2 * thumbnail_pixels / max(source.size))
+    size = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
+    # Reducing by a whole factor first (reducing_gap) halves the cost of a grid's resample (5.6 → 3.2 ms).
+    return source.resize(size, Image.Resampling.BOX, reducing_gap=1.0)
 
 
 def _cell_files(task_id: int, image: Image.Image, reduced: Image.Image, thumbnail_pixels: int

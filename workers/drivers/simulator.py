@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from PIL import Image
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -131,6 +132,7 @@ class SimulatorDriver:
         hash_ = job_hash(job.nonce)
         seed = sim_images.seed_for(job.prompt, job.nonce)
         result: Result | None = None
+        previews: Image.Image | None = None  # the picture the progress previews are made from
 
         def due(fraction: float) -> float:
             return submitted_ms + fraction * length_ms
@@ -156,10 +158,11 @@ class SimulatorDriver:
                 raise UpstreamError("[Request cancelled due to output filters] simulated moderation")
             if result is None:
                 result = produce(job, self.images, seed, hash_)
+                previews = sim_images.preview_source(result.image) if result.image is not None else None
             url = None
-            if result.image is not None:
+            if previews is not None:
                 url = self.images.put(f"{job.task_id}/progress-{percent}.webp",
-                                      sim_images.to_webp(sim_images.preview(result.image, percent)))
+                                      sim_images.to_webp(sim_images.preview(previews, percent)))
             reporter.progress(percent, url, {"messageHash": hash_})
         if result is None:
             # No progress step drew it: draw it shortly before the end, so a waiting job costs no CPU (drawing
