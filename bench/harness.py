@@ -275,6 +275,54 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total
 
 
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds used so far by each of `pids` that still runs."""
+    used = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        used[pid] = times.user + times.system
+    return used
+
+
+@dataclass
+class CpuPerItem:
+    """CPU milliseconds per job (or task) of the workers, the stack's PostgreSQL backends and the Redis server."""
+
+    worker_ms: float
+    postgres_ms: float
+    redis_ms: float
+
+
+class CpuMeter:
+    """CPU used by `workers`, the stack's PostgreSQL backends and the Redis server from construction to `per`.
+
+    A backend that connects in between counts from zero; one that disconnects in between is not counted.
+    The Redis server is the whole server: nothing but the benchmark uses it while one runs.
+    """
+
+    def __init__(self, stack: Stack, workers: Iterable[int]) -> None:
+        self.stack = stack
+        self.workers = [p.pid for p in _tree(workers)]
+        self.redis_pid = int(stack.redis.info("server")["process_id"])
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {"worker": cpu_by_pid(self.workers), "postgres": cpu_by_pid(self.stack.pg_backends()),
+                "redis": cpu_by_pid([self.redis_pid])}
+
+    def per(self, items: int) -> CpuPerItem:
+        """CPU ms per item since the meter was made (call before the workers stop)."""
+        end = self._sample()
+
+        def used(kind: str) -> float:
+            return sum(t - self.start[kind].get(pid, 0.0) for pid, t in end[kind].items()) * 1000 / max(items, 1)
+
+        return CpuPerItem(used("worker"), used("postgres"), used("redis"))
+
+
 def measure_usage(pids: Iterable[int], seconds: float, interval: float = 1.0) -> Usage:
     """Sample RSS every `interval` s and CPU time over `seconds` for `pids` and their children."""
     procs = _tree(pids)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from app import protocol
-from bench.harness import Api, BenchError, Stack
+from bench.harness import Api, BenchError, CpuMeter, CpuPerItem, Stack
 from bench.noop_task import NOOP
 from bench.report import Row, Section, per_second, ratio
 from config import Settings
@@ -35,18 +35,26 @@ TARGET_SHARE = 0.3
 TIMEOUT_SECONDS = 120
 
 
-def _workers(stack: Stack, env: dict[str, str], count: int, include: str | None = None) -> None:
-    for n in range(count):
-        stack.worker(queues.FAST, f"fast{n}", env, include=include)
+def _workers(stack: Stack, env: dict[str, str], count: int, include: str | None = None) -> list[int]:
+    return [stack.worker(queues.FAST, f"fast{n}", env, include=include).pid for n in range(count)]
 
 
-def noop_rate(stack: Stack, processes: int) -> float:
+@dataclass
+class Baseline:
+    """One bare Celery pass: tasks/s and the CPU each task cost."""
+
+    rate: float
+    cpu: CpuPerItem
+
+
+def noop_rate(stack: Stack, processes: int) -> Baseline:
     """Bare Celery tasks/s with `processes` worker processes."""
     stack.reset()
     env = stack.env()
-    _workers(stack, env, processes, include="bench.noop_task")
+    workers = _workers(stack, env, processes, include="bench.noop_task")
     celery = make_celery(Settings.from_env(env))
     try:
+        meter = CpuMeter(stack, workers)
         start = time.monotonic()
         for _ in range(NOOP_TASKS):
             celery.send_task(NOOP, queue=queues.FAST, routing_key=queues.FAST)
@@ -56,7 +64,7 @@ def noop_rate(stack: Stack, processes: int) -> float:
             if time.monotonic() > deadline:
                 raise BenchError(f"no-op tasks still queued after {TIMEOUT_SECONDS}s")
             time.sleep(0.002)
-        return NOOP_TASKS / (time.monotonic() - start)
+        return Baseline(NOOP_TASKS / (time.monotonic() - start), meter.per(NOOP_TASKS))
     finally:
         celery.close()
         stack.stop_all()
@@ -69,31 +77,38 @@ class Pass:
     rate: float
     failed: int
     reason: str | None
+    cpu: CpuPerItem
 
 
 def pipeline_rate(stack: Stack, processes: int, jobs: int, include: str | None = None) -> Pass:
     """Completed IMAGINE jobs/s with `processes` worker processes."""
     stack.reset()
     env = stack.env(MJQ_SIM_JOB_SECONDS=0, MJQ_SIM_PROGRESS_STEPS=PROGRESS_STEPS)
-    _workers(stack, env, processes, include=include)
+    workers = _workers(stack, env, processes, include=include)
     api = Api(env)
     try:
+        meter = CpuMeter(stack, workers)
         first_ms = time.time() * 1000.0
         for _ in range(jobs):
             api.submit()
         stack.wait_count(protocol.TERMINAL_STATUSES, jobs, TIMEOUT_SECONDS, "every job to end")
+        cpu = meter.per(jobs)
     finally:
         api.close()
         stack.stop_all()
     tasks = stack.tasks()
     failed = [t for t in tasks if t.status != protocol.SUCCESS]
     last_ms = max(t.finish_time or 0 for t in tasks)
-    return Pass(jobs / ((last_ms - first_ms) / 1000.0), len(failed), failed[0].fail_reason if failed else None)
+    return Pass(jobs / ((last_ms - first_ms) / 1000.0), len(failed), failed[0].fail_reason if failed else None, cpu)
+
+
+def _cpu(cpu: CpuPerItem) -> str:
+    return f"worker {cpu.worker_ms:.1f} ms, PostgreSQL {cpu.postgres_ms:.1f} ms, Redis {cpu.redis_ms:.2f} ms"
 
 
 def run(stack: Stack) -> Section:
     section = Section("P3", "pipeline throughput")
-    passes: dict[int, tuple[Pass, float]] = {}
+    passes: dict[int, tuple[Pass, Baseline]] = {}
     for processes in (1, 2):
         passes[processes] = (pipeline_rate(stack, processes, JOBS), noop_rate(stack, processes))
     small = pipeline_rate(stack, 1, JOBS_SMALL_IMAGES, include="bench.small_images")
@@ -101,12 +116,13 @@ def run(stack: Stack) -> Section:
     for processes, (jobs, noop) in passes.items():
         section.rows.append(Row(
             "P3", f"IMAGINE jobs/s, {processes} worker process{'es' if processes > 1 else ''}",
-            per_second(jobs.rate, "jobs"), per_second(noop, "tasks"), ratio(jobs.rate, noop), f"≥ {TARGET_SHARE:.0%}",
-            jobs.rate / noop >= TARGET_SHARE and not jobs.failed,
+            per_second(jobs.rate, "jobs"), per_second(noop.rate, "tasks"), ratio(jobs.rate, noop.rate),
+            f"≥ {TARGET_SHARE:.0%}", jobs.rate / noop.rate >= TARGET_SHARE and not jobs.failed,
         ))
     noop1 = passes[1][1]
     section.rows.append(Row("P3", "IMAGINE jobs/s, 1 process, simulator draws 16-px cells",
-                            per_second(small.rate, "jobs"), per_second(noop1, "tasks"), ratio(small.rate, noop1)))
+                            per_second(small.rate, "jobs"), per_second(noop1.rate, "tasks"),
+                            ratio(small.rate, noop1.rate)))
     settings = Settings.from_env(stack.env())
     failures = [(n, p) for n, p in [(JOBS, passes[1][0]), (JOBS, passes[2][0]), (JOBS_SMALL_IMAGES, small)]
                 if p.failed]
@@ -116,7 +132,11 @@ def run(stack: Stack) -> Section:
         f"workers: `celery worker -Q mj.fast -P threads -c {settings.worker_concurrency}` (the Procfile's "
         "command, via tests/processes.py), 1 then 2 processes; submits from the mjq app in this process",
         f"scaling 1 → 2 processes: pipeline ×{passes[2][0].rate / passes[1][0].rate:.2f}, bare Celery ×"
-        f"{passes[2][1] / noop1:.2f} (2 cores shared with PostgreSQL, Redis and this process)",
+        f"{passes[2][1].rate / noop1.rate:.2f} (2 cores shared with PostgreSQL, Redis and this process)",
+        "CPU per job, 1 process (user + system of the worker process, the stack's PostgreSQL backends and the "
+        f"Redis server, first submit to last end): real renderer {_cpu(passes[1][0].cpu)}; 16-px cells "
+        f"{_cpu(small.cpu)}; per bare Celery task {_cpu(noop1.cpu)}. The submits' own CPU in this process is "
+        "not counted (P1 measures it)",
     ]
     if failures:
         section.error = "jobs failed: " + "; ".join(f"{p.failed} of {n} ({p.reason})" for n, p in failures)

@@ -1,8 +1,12 @@
 """The benchmark tools read their load generators right (no timings are asserted here)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 
@@ -89,3 +93,32 @@ def test_python_m_bench_webhooks_runs_only_the_webhook_benchmark():
 
     assert selected(["webhooks"]) == [WEBHOOKS_MODULE]
     assert selected(["p1", "webhooks"]) == ["bench.p1_submit", WEBHOOKS_MODULE]
+
+
+def _burner(seconds: float) -> subprocess.Popen:
+    """A child process that spends about `seconds` of CPU, then waits for its stdin to close."""
+    code = (f"import sys, time\nend = time.process_time() + {seconds!r}\n"
+            "while time.process_time() < end: pass\nprint('done', flush=True)\nsys.stdin.read()")
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_the_cpu_meter_counts_per_item_and_a_backend_that_connects_meanwhile_from_zero():
+    from bench.harness import CpuMeter
+
+    worker, late_backend = _burner(0.3), None
+    assert worker.stdout is not None and worker.stdout.readline() == "done\n"
+    backends: list[int] = []
+    stack = SimpleNamespace(pg_backends=lambda: list(backends),
+                            redis=SimpleNamespace(info=lambda section: {"process_id": os.getpid()}))
+    try:
+        meter = CpuMeter(stack, [worker.pid])  # the worker's 0.3 s were spent before: they do not count
+        late_backend = _burner(0.4)
+        backends.append(late_backend.pid)
+        assert late_backend.stdout is not None and late_backend.stdout.readline() == "done\n"
+        cpu = meter.per(2)
+    finally:
+        for proc in (worker, late_backend):
+            if proc is not None:
+                proc.communicate("")
+    assert cpu.worker_ms < 50
+    assert 0.4 * 1000 / 2 <= cpu.postgres_ms < 1.0 * 1000 / 2  # the whole life of the late backend, halved
