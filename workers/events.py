@@ -191,6 +191,14 @@ def publish(redis: Redis | None, data: dict[str, Any], seq: int) -> None:
         log.warning("publish of task %s seq %s failed: %s", data["id"], seq, exc)
 
 
+#: `UPDATE tasks SET attempt, claimed_by, updated_at WHERE id AND attempt AND status is open`, built once: as an
+#: ORM statement with literal values, built and keyed per job, it cost 0.8 ms of CPU against 0.35 (bench P3).
+_CLAIM = (update(TASKS)
+          .where(TASKS.c.id == bindparam("k_id"), TASKS.c.attempt == bindparam("k_attempt"),
+                 TASKS.c.status.in_(sorted(protocol.OPEN_STATUSES)))
+          .values({column: bindparam(f"v_{column}") for column in ("attempt", "claimed_by", "updated_at")}))
+
+
 def claim(session: Session, task_id: int, seen_attempt: int, worker: str, clock: Callable[[], int] = now_ms,
           row: Task | None = None) -> int | None:
     """Take task `task_id` for one execution: bump its attempt if it is still `seen_attempt` and open.
@@ -201,14 +209,10 @@ def claim(session: Session, task_id: int, seen_attempt: int, worker: str, clock:
     from it without reading the row again.
     """
     values = {"attempt": seen_attempt + 1, "claimed_by": worker, "updated_at": clock()}
-    result = session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.attempt == seen_attempt, Task.status.in_(protocol.OPEN_STATUSES))
-        .values(values)
-        .execution_options(synchronize_session=False)
-    )
+    params = {f"v_{column}": value for column, value in values.items()}
+    result = session.connection().execute(_CLAIM, {**params, "k_id": task_id, "k_attempt": seen_attempt})
     session.commit()
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         return None
     if row is not None:
         for column, value in values.items():
