@@ -265,14 +265,7 @@ def _tree(pids: Iterable[int]) -> list[psutil.Process]:
 
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU seconds used so far by `pids` (processes that are gone count 0)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return sum(cpu_by_pid(pids).values())
 
 
 def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
