@@ -71,7 +71,8 @@ def _decoded(images: ImageStore, key: str, task_id: int) -> Image.Image | None:
 
 
 def _reduced(image: Image.Image, thumbnail_pixels: int) -> Image.Image:
-    """One resample from full size to twice the thumbnail: the grid's thumbnail and its cells' come from it."""
+    """The image at twice the thumbnail's size, made once from full size: the grid's thumbnail and its cells'
+    come from it."""
     source = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if image.mode in ("LA", "P") else "RGB")
     scale = min(1.0, 2 * thumbnail_pixels / max(source.size))
     size = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))

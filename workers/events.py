@@ -193,10 +193,11 @@ def publish(redis: Redis | None, data: dict[str, Any], seq: int) -> None:
 
 #: `UPDATE tasks SET attempt, claimed_by, updated_at WHERE id AND attempt AND status is open`, built once: as an
 #: ORM statement with literal values, built and keyed per job, it cost 0.8 ms of CPU against 0.35 (bench P3).
+_CLAIMED = ("attempt", "claimed_by", "updated_at")
 _CLAIM = (update(TASKS)
           .where(TASKS.c.id == bindparam("k_id"), TASKS.c.attempt == bindparam("k_attempt"),
                  TASKS.c.status.in_(sorted(protocol.OPEN_STATUSES)))
-          .values({column: bindparam(f"v_{column}") for column in ("attempt", "claimed_by", "updated_at")}))
+          .values({column: bindparam(f"v_{column}") for column in _CLAIMED}))
 
 
 def claim(session: Session, task_id: int, seen_attempt: int, worker: str, clock: Callable[[], int] = now_ms,
@@ -208,7 +209,7 @@ def claim(session: Session, task_id: int, seen_attempt: int, worker: str, clock:
     the claim) is left holding what the claim wrote, so the execution's first transition can start
     from it without reading the row again.
     """
-    values = {"attempt": seen_attempt + 1, "claimed_by": worker, "updated_at": clock()}
+    values = dict(zip(_CLAIMED, (seen_attempt + 1, worker, clock()), strict=True))
     params = {f"v_{column}": value for column, value in values.items()}
     result = session.connection().execute(_CLAIM, {**params, "k_id": task_id, "k_attempt": seen_attempt})
     session.commit()
