@@ -116,14 +116,16 @@ class Stack:
         return env
 
     def reset(self) -> None:
-        """Empty every table but the accounts, the Redis database and the image store.
+        """Empty every table but the accounts (and their version row), the Redis database and the image store.
 
         Kombu's queue bindings stay too: a producer declares them once per connection and
         would publish into nothing if they vanished under it.
         """
         with self.session_factory() as session:
-            tables = session.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                                          "AND tablename NOT IN ('accounts', 'alembic_version')")).all()
+            # account_versions too: without its row the API's accounts cache is off (bench P1 was ~30 % slower)
+            tables = session.scalars(text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename NOT IN ('accounts', 'account_versions', 'alembic_version')")).all()
             session.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)))
             session.commit()
         doomed = [k for k in self.redis.scan_iter(count=1000)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from sqlalchemy import event, func, select, update
 
 from app.db import db
-from app.models import Account, Task
+from app.models import ACCOUNT_VERSIONS, Account, Task
 
 
 def statements_during(app, action: Callable[[], object]) -> list[str]:
@@ -84,3 +84,16 @@ def test_a_job_placed_again_keeps_only_its_own_pad_images(client, session_factor
     task_id = submit(client, base64Array=[png_data_url()])["result"]
     stored = sorted(p.name for p in images.root.iterdir() if p.is_dir())
     assert stored == [task_id]  # the first placement's files went with its rolled-back row
+
+
+def test_without_the_version_row_every_submit_reads_the_accounts_and_ops_are_told_once(app, client, session_factory,
+                                                                                       caplog):
+    with session_factory() as session:  # e.g. a restore that left the table empty
+        session.execute(ACCOUNT_VERSIONS.delete())
+        session.commit()
+    with caplog.at_level("WARNING", logger="app.services.accounts"):
+        reads = [statements_during(app, lambda: submit(client)) for _ in range(3)]
+    assert all([s for s in statements if "FROM accounts" in s] for statements in reads)
+    assert [r.getMessage() for r in caplog.records if "account_versions" in r.getMessage()] == [
+        "account_versions has no row 1, so the enabled accounts are read at every submit; restore it with a version "
+        "above any it held: INSERT INTO account_versions (id, version) VALUES (1, <epoch ms>)"]
