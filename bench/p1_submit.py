@@ -18,7 +18,7 @@ import psutil
 
 from app import protocol
 from bench import load
-from bench.harness import PROMPT, Stack, cpu_seconds
+from bench.harness import PROMPT, CpuMeter, CpuPerItem, Stack
 from bench.report import Row, Section, ms, per_second, ratio
 from config import Settings
 from tests.processes import Process
@@ -56,8 +56,7 @@ class Peak:
     """The peak pass of one app: the load's figures and CPU per request."""
 
     load: load.Load
-    web_cpu_ms: float
-    pg_cpu_ms: float
+    cpu: CpuPerItem  # `worker_ms` is the gunicorn workers'
 
 
 T = TypeVar("T")
@@ -106,13 +105,23 @@ def _peak(stack: Stack, web: Process, url: str) -> tuple[Peak, list[list[int]]]:
     workers = [child.pid for child in psutil.Process(web.pid).children()]
 
     def one_pass() -> Peak:
-        backends = stack.pg_backends()
-        web0, pg0 = cpu_seconds(workers), cpu_seconds(backends)
+        meter = CpuMeter(stack, workers)
         result = load.peak(url, BODY, PEAK_SECONDS, stack.work_dir)
-        n = max(result.requests, 1)
-        return Peak(result, (cpu_seconds(workers) - web0) * 1000 / n, (cpu_seconds(backends) - pg0) * 1000 / n)
+        return Peak(result, meter.per(result.requests))
 
     return even_passes(web.pid, urlsplit(url).port or 80, one_pass)
+
+
+def budget_note(base_rps: float, mjq: CpuPerItem, base: CpuPerItem) -> str:
+    """What the target leaves per request: the machine's cores over the target's rate, for every process."""
+    cores = psutil.cpu_count() or 1
+    rate = TARGET_SHARE * base_rps
+    budget = cores * 1000 / rate if rate else 0.0
+    return (f"the target's CPU budget: at {TARGET_SHARE:.0%} of the baseline ({rate:,.0f} req/s) the {cores} cores "
+            f"give {budget:.2f} ms per request to every process together (gunicorn, PostgreSQL, Redis, the load "
+            f"generator); the durable INSERT and commit in PostgreSQL and the admission and message in Redis "
+            f"took {mjq.postgres_ms + mjq.redis_ms:.2f} ms of it before any Python ran, and the bare endpoint's "
+            f"gunicorn workers {base.worker_ms:.2f} ms")
 
 
 def run(stack: Stack) -> Section:
@@ -153,8 +162,9 @@ def run(stack: Stack) -> Section:
         f"{paced_splits}; a pass with more than {MAX_UNEVENNESS:.0%} of them on one worker measures one worker, "
         f"so it is run again (at most {PASS_ATTEMPTS} passes, the most even kept). gthread workers race to accept: "
         "connections opened in one burst all land on one worker",
-        f"CPU per request at peak: gunicorn workers {mjq.web_cpu_ms:.2f} ms (baseline {base_peak.web_cpu_ms:.2f} ms), "
-        f"PostgreSQL backends {mjq.pg_cpu_ms:.2f} ms",
+        f"CPU per request at peak: gunicorn workers {mjq.cpu.worker_ms:.2f} ms (baseline {base_peak.cpu.worker_ms:.2f} "
+        f"ms), PostgreSQL backends {mjq.cpu.postgres_ms:.2f} ms, Redis {mjq.cpu.redis_ms:.2f} ms",
+        budget_note(base.rps, mjq.cpu, base_peak.cpu),
         f"at peak, worst group's p50 / p99: mjq {ms(peak.p50_ms)} / {ms(peak.p99_ms)}, baseline "
         f"{ms(base.p50_ms)} / {ms(base.p99_ms)}",
         f"paced pass: bench.loadgen, open loop at {rate:.0f} req/s for {PACED_SECONDS} s over "

@@ -19,6 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import psutil
+
 from app import protocol
 from bench.harness import Api, BenchError, CpuMeter, CpuPerItem, Stack
 from bench.noop_task import NOOP
@@ -108,6 +110,17 @@ def _cpu(cpu: CpuPerItem, rate: float) -> str:
             f"PostgreSQL {cpu.postgres_ms:.1f} ms, Redis {cpu.redis_ms:.2f} ms")
 
 
+def budget_note(noop_rate: float, small: CpuPerItem) -> str:
+    """What the target leaves per job: the cores over the target's rate, and one GIL-bound process's share."""
+    cores = psutil.cpu_count() or 1
+    rate = TARGET_SHARE * noop_rate
+    return (f"the target's CPU budget: at {TARGET_SHARE:.0%} of bare Celery with 1 process ({rate:.0f} jobs/s) the "
+            f"{cores} cores give {cores * 1000 / rate:.1f} ms per job to every process together, and a worker "
+            f"process, which its GIL holds to one core, {1000 / rate:.1f} ms; with 16-px cells PostgreSQL and Redis "
+            f"took {small.postgres_ms + small.redis_ms:.1f} ms per job for its row writes and events, and the worker "
+            f"{small.worker_ms:.1f} ms")
+
+
 def run(stack: Stack) -> Section:
     section = Section("P3", "pipeline throughput")
     passes: dict[int, tuple[Pass, Baseline]] = {}
@@ -143,6 +156,7 @@ def run(stack: Stack) -> Section:
         f"Redis server, first submit to last end): real renderer {_cpu(passes[1][0].cpu, passes[1][0].rate)}; "
         f"16-px cells {_cpu(small[1].cpu, small[1].rate)}; per bare Celery task {_cpu(noop1.cpu, noop1.rate)}. "
         "The submits' own CPU in this process is not counted (P1 measures it)",
+        budget_note(noop1.rate, small[1].cpu),
     ]
     if failures:
         section.error = "jobs failed: " + "; ".join(f"{p.failed} of {n} ({p.reason})" for n, p in failures)
