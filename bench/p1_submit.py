@@ -119,9 +119,9 @@ def budget_note(base_rps: float, mjq: CpuPerItem, base: CpuPerItem) -> str:
     budget = cores * 1000 / rate if rate else 0.0
     return (f"the target's CPU budget: at {TARGET_SHARE:.0%} of the baseline ({rate:,.0f} req/s) the {cores} cores "
             f"give {budget:.2f} ms per request to every process together (gunicorn, PostgreSQL, Redis, the load "
-            f"generator); the durable INSERT and commit in PostgreSQL and the admission and message in Redis "
-            f"took {mjq.postgres_ms + mjq.redis_ms:.2f} ms of it before any Python ran, and the bare endpoint's "
-            f"gunicorn workers {base.worker_ms:.2f} ms")
+            f"generator); PostgreSQL (the durable INSERT and its commit) and Redis (the admission and the message) "
+            f"took {mjq.postgres_ms + mjq.redis_ms:.2f} ms by themselves, before any of mjq's Python, and the bare "
+            f"endpoint's gunicorn workers alone take {base.worker_ms:.2f} ms")
 
 
 def run(stack: Stack) -> Section:

@@ -117,8 +117,8 @@ def budget_note(noop_rate: float, small: CpuPerItem) -> str:
     return (f"the target's CPU budget: at {TARGET_SHARE:.0%} of bare Celery with 1 process ({rate:.0f} jobs/s) the "
             f"{cores} cores give {cores * 1000 / rate:.1f} ms per job to every process together, and a worker "
             f"process, which its GIL holds to one core, {1000 / rate:.1f} ms; with 16-px cells PostgreSQL and Redis "
-            f"took {small.postgres_ms + small.redis_ms:.1f} ms per job for its row writes and events, and the worker "
-            f"{small.worker_ms:.1f} ms")
+            f"took {small.postgres_ms + small.redis_ms:.1f} ms per job by themselves (its row writes and events), and "
+            f"the worker {small.worker_ms:.1f} ms")
 
 
 def run(stack: Stack) -> Section:

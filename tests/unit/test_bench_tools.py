@@ -135,4 +135,4 @@ def test_the_budget_notes_give_the_cpu_a_target_leaves_per_item_on_this_machine(
     # 30 % of 800 tasks/s is 240/s: 8.3 ms a job for the machine, 4.2 ms for one process
     p3 = p3_throughput.budget_note(800, CpuPerItem(13.0, 3.5, 0.9))
     assert "(240 jobs/s) the 2 cores give 8.3 ms per job" in p3 and "process" in p3 and "4.2 ms" in p3
-    assert "took 4.4 ms per job" in p3 and "the worker 13.0 ms" in p3
+    assert "took 4.4 ms per job by themselves" in p3 and "the worker 13.0 ms" in p3
