@@ -318,6 +318,12 @@ class CpuMeter:
         return CpuPerItem(used("worker"), used("postgres"), used("redis"))
 
 
+def cpu_budget_ms(rate: float) -> tuple[int, float]:
+    """This machine's cores, and the CPU milliseconds they give each item at `rate` items/s (0 for no rate)."""
+    cores = psutil.cpu_count() or 1
+    return cores, cores * 1000 / rate if rate > 0 else 0.0
+
+
 def measure_usage(pids: Iterable[int], seconds: float, interval: float = 1.0) -> Usage:
     """Sample RSS every `interval` s and CPU time over `seconds` for `pids` and their children."""
     procs = _tree(pids)

@@ -18,7 +18,7 @@ import psutil
 
 from app import protocol
 from bench import load
-from bench.harness import PROMPT, CpuMeter, CpuPerItem, Stack
+from bench.harness import PROMPT, CpuMeter, CpuPerItem, Stack, cpu_budget_ms
 from bench.report import Row, Section, ms, per_second, ratio
 from config import Settings
 from tests.processes import Process
@@ -114,9 +114,8 @@ def _peak(stack: Stack, web: Process, url: str) -> tuple[Peak, list[list[int]]]:
 
 def budget_note(base_rps: float, mjq: CpuPerItem, base: CpuPerItem) -> str:
     """What the target leaves per request: the machine's cores over the target's rate, for every process."""
-    cores = psutil.cpu_count() or 1
     rate = TARGET_SHARE * base_rps
-    budget = cores * 1000 / rate if rate else 0.0
+    cores, budget = cpu_budget_ms(rate)
     return (f"the target's CPU budget: at {TARGET_SHARE:.0%} of the baseline ({rate:,.0f} req/s) the {cores} cores "
             f"give {budget:.2f} ms per request to every process together (gunicorn, PostgreSQL, Redis, the load "
             f"generator); PostgreSQL (the durable INSERT and its commit) and Redis (the admission and the message) "

@@ -19,10 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import psutil
-
 from app import protocol
-from bench.harness import Api, BenchError, CpuMeter, CpuPerItem, Stack
+from bench.harness import Api, BenchError, CpuMeter, CpuPerItem, Stack, cpu_budget_ms
 from bench.noop_task import NOOP
 from bench.report import Row, Section, per_second, ratio
 from config import Settings
@@ -112,11 +110,11 @@ def _cpu(cpu: CpuPerItem, rate: float) -> str:
 
 def budget_note(noop_rate: float, small: CpuPerItem) -> str:
     """What the target leaves per job: the cores over the target's rate, and one GIL-bound process's share."""
-    cores = psutil.cpu_count() or 1
     rate = TARGET_SHARE * noop_rate
+    cores, budget = cpu_budget_ms(rate)
     return (f"the target's CPU budget: at {TARGET_SHARE:.0%} of bare Celery with 1 process ({rate:.0f} jobs/s) the "
-            f"{cores} cores give {cores * 1000 / rate:.1f} ms per job to every process together, and a worker "
-            f"process, which its GIL holds to one core, {1000 / rate:.1f} ms; with 16-px cells PostgreSQL and Redis "
+            f"{cores} cores give {budget:.1f} ms per job to every process together, and a worker "
+            f"process, which its GIL holds to one core, {budget / cores:.1f} ms; with 16-px cells PostgreSQL and Redis "
             f"took {small.postgres_ms + small.redis_ms:.1f} ms per job by themselves (its row writes and events), and "
             f"the worker {small.worker_ms:.1f} ms")
 
