@@ -88,18 +88,35 @@ class _Placement:
     lease: Lease | None
 
 
+def _upstream_prompt(task: Task) -> str:
+    """The prompt the upstream is sent: promptEn, less the pad images' URLs that lead it (see Submitter.create)."""
+    clean = (task.inputs or {}).get("upstreamPrompt")
+    return str(clean) if isinstance(clean, str) else task.prompt_en or task.prompt or ""
+
+
 class _Reporter:
-    """Turns driver reports into guarded transitions."""
+    """Turns driver reports into guarded transitions.
+
+    The prompt fields follow midjourney-proxy: a BLEND, submitted without a prompt, takes `prompt` and
+    `promptEn` from the bot's start message (its `finalPrompt`, or the promptEn an upstream proxy reports), and
+    a DESCRIBE's result text becomes its `prompt` as well as its `promptEn`.
+    """
 
     def __init__(self, events: TaskEvents, clock: Callable[[], int],
-                 variants: Callable[[str | None, Image.Image | None], dict[str, Any]] | None = None) -> None:
+                 variants: Callable[[str | None, Image.Image | None], dict[str, Any]] | None = None,
+                 action: str = "") -> None:
         self.events = events
         self.clock = clock
         # Stores the final image's thumbnail and grid cells; returns the properties naming them.
         self.variants = variants
+        self.action = action
+
+    def _blend_prompt(self, properties: dict[str, Any] | None) -> dict[str, Any]:
+        final = (properties or {}).get("finalPrompt") if self.action == protocol.BLEND else None
+        return {"prompt": final, "promptEn": final} if isinstance(final, str) and final.strip() else {}
 
     def started(self, properties: dict[str, Any] | None = None) -> None:
-        self.events.transition(properties=properties, status=protocol.IN_PROGRESS)
+        self.events.transition(properties=properties, status=protocol.IN_PROGRESS, **self._blend_prompt(properties))
 
     def progress(self, percent: int, image_url: str | None, properties: dict[str, Any] | None = None) -> None:
         self.events.transition(properties=properties, status=protocol.IN_PROGRESS, progress=f"{percent}%",
@@ -111,6 +128,10 @@ class _Reporter:
                                    "buttons": buttons, "finishTime": self.clock(), "failReason": None}
         if prompt_en is not None:
             changes["promptEn"] = prompt_en
+            if self.action in (protocol.DESCRIBE, protocol.BLEND):
+                changes["prompt"] = prompt_en
+        else:
+            changes.update(self._blend_prompt(properties))
         if self.variants is not None:
             properties = {**properties, **self.variants(image_url, image)}
         self.events.transition(properties=properties, **changes)
@@ -154,7 +175,7 @@ class Executor:
                 return SKIPPED
             account = session.get(Account, task.account_id) if task.account_id else None
             job = Job(
-                task_id=task.id, action=task.action, prompt=task.prompt_en or task.prompt or "", mode=task.mode,
+                task_id=task.id, action=task.action, prompt=_upstream_prompt(task), mode=task.mode,
                 bot_type=task.bot_type, nonce=str((task.properties or {}).get("nonce") or task.id),
                 account_id=task.account_id or "", account_settings=self._settings_of(account),
                 inputs=dict(task.inputs or {}),
@@ -216,7 +237,8 @@ class Executor:
                     except ClaimLost:
                         abandon(at.driver, at.job, upstream_id)
                         raise
-                at.driver.follow(at.job, upstream_id, _Reporter(events, self.clock, self._variants(at.job)))
+                at.driver.follow(at.job, upstream_id, _Reporter(events, self.clock, self._variants(at.job),
+                                                                  at.job.action))
             finally:
                 self._release(at.lease)
             return DONE

@@ -145,8 +145,10 @@ def _run_click(sub: Submitter, parent: Task, click: Click, custom_id: str, commo
     key = image_key(parent)
     if key:
         inputs["parentImage"] = key
-    prompt = (parent.properties or {}).get("finalPrompt") or parent.prompt
-    prompt_en = parent.prompt_en
+    # As midjourney-proxy: the new task copies the parent's prompt, promptEn and finalPrompt (the client's own
+    # words stay in `prompt`; the bot's rendering of them is the finalPrompt).
+    prompt, prompt_en = parent.prompt, parent.prompt_en
+    final_prompt = (parent.properties or {}).get("finalPrompt")
     if click.kind == "reroll" and parent.action == protocol.BLEND:
         inputs.update(kind="blend", images=parent.inputs.get("images", []),
                       dimensions=parent.inputs.get("dimensions", "SQUARE"))
@@ -155,10 +157,8 @@ def _run_click(sub: Submitter, parent: Task, click: Click, custom_id: str, commo
     if click.kind == "describe":  # 🔄 under a describe: describe the same image again
         inputs["images"] = parent.inputs.get("images", [])
         prompt = prompt_en = None
-    if click.kind == "shorten_details":
-        prompt, prompt_en = parent.prompt, parent.prompt_en
     modal = click.needs_modal(account.remix)
-    properties: dict[str, Any] = {}
+    properties: dict[str, Any] = {"finalPrompt": final_prompt} if final_prompt and click.kind != "describe" else {}
     if modal:
         properties = {"finalPrompt": _prefill(parent, click), "remix": account.remix, "customId": custom_id}
     task = sub.create(Spec(

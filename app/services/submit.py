@@ -96,6 +96,8 @@ class Spec:
     bot_type: str | None = None
     #: The accounts' version `accounts` were read at: the task's INSERT must see the same (None: not checked).
     accounts_version: int | None = None
+    #: The `images` slot holding pad images (IMAGINE): their URLs lead `prompt`, `promptEn` and the description.
+    pad_slot: str | None = None
 
 
 class Submitter:
@@ -176,6 +178,16 @@ class Submitter:
             keys = [f"{task_id}/{slot}-{i}.{img.ext}" for i, img in enumerate(imgs)]
             to_store += zip(keys, imgs, strict=True)
             inputs[slot] = keys
+        prompt, prompt_en, description = spec.prompt, spec.prompt_en, spec.description(task_id)
+        pads = [self.images.url(key) for key in inputs.get(spec.pad_slot) or []] if spec.pad_slot else []
+        if pads:
+            # As midjourney-proxy shows a job with pad images: their URLs lead the prompts and follow the
+            # command in the description. The upstream is sent the prompt without them (its driver passes
+            # the images its own way).
+            lead = " ".join(pads)
+            inputs["upstreamPrompt"] = prompt_en
+            command, _, rest = description.partition(" ")
+            prompt, prompt_en, description = f"{lead} {prompt}", f"{lead} {prompt_en}", f"{command} {lead} {rest}"
         hook = spec.common.notify_hook or self.settings.notify_hook or None
         properties: dict[str, Any] = {
             "discordInstanceId": account.id, "botType": spec.bot_type or spec.common.bot_type,
@@ -184,8 +196,8 @@ class Submitter:
         if hook:
             properties["notifyHook"] = hook
         row: dict[str, Any] = dict(
-            id=task_id, action=spec.action, status=spec.status, prompt=spec.prompt, prompt_en=spec.prompt_en,
-            description=spec.description(task_id), state=spec.common.state, submit_time=now, progress=None,
+            id=task_id, action=spec.action, status=spec.status, prompt=prompt, prompt_en=prompt_en,
+            description=description, state=spec.common.state, submit_time=now, progress=None,
             properties=properties, buttons=[], mode=spec.mode, queue=queue_for_mode(spec.mode),
             bot_type=spec.common.bot_type, account_id=account.id, owner=self.owner, parent_id=spec.parent_id,
             notify_hook=hook, inputs=inputs, attempt=0, seq=0, updated_at=now, image_mode=self.image_mode,
@@ -284,7 +296,7 @@ class Submitter:
         return self.new_job(path_mode, req.prompt, req.common, lambda mode, accounts: Spec(
             action=protocol.IMAGINE, mode=mode, accounts=accounts, common=req.common,
             prompt=req.prompt, prompt_en=prompt_en, description=lambda _id: f"/imagine {req.prompt}",
-            images={"images": list(req.images)}, inputs={"kind": "imagine"},
+            images={"images": list(req.images)}, inputs={"kind": "imagine"}, pad_slot="images",
         ))
 
     def describe(self, req: ImagesRequest, path_mode: str | None) -> dict[str, Any]:

@@ -524,3 +524,63 @@ def test_the_image_size_cap_applies_to_face_swap_uploads_and_the_mask(settings, 
         assert reply["code"] == 4 and field in reply["description"] and "2048 bytes" in reply["description"], path
     assert count_tasks(session_factory) == before and walk.fetch(modal)["status"] == "MODAL"
     assert not (images.root / "uploads").exists() and images.get(f"{modal}/mask.png") is None
+
+
+# -- the prompt fields, as midjourney-proxy fills them (midjourney-proxy-protocol.md §1.3) ----------
+
+def served(client, url: str) -> Image.Image:
+    resp = client.get(url.removeprefix("http://mjq.test"))
+    assert resp.status_code == 200, url
+    return Image.open(io.BytesIO(resp.data)).convert("RGB")
+
+
+def test_pad_images_lead_prompt_prompt_en_and_description_but_the_upstream_gets_the_prompt_alone(walk, client):
+    answer = walk.post("/submit/imagine", {"prompt": "a red fox --ar 16:9",
+                                           "base64Array": [data_url(Image.new("RGB", (40, 30), (255, 0, 0)))]})
+    waiting = walk.fetch(answer["result"])
+    url = waiting["prompt"].split(" ", 1)[0]
+    assert waiting["prompt"] == waiting["promptEn"] == f"{url} a red fox --ar 16:9"
+    assert waiting["description"] == f"/imagine {url} a red fox --ar 16:9"
+    pad = served(client, url)
+    assert pad.size == (40, 30) and pad.getpixel((0, 0)) == (255, 0, 0)
+    task = walk.done(answer)
+    assert (task["prompt"], task["description"]) == (waiting["prompt"], waiting["description"])
+    assert task["properties"]["finalPrompt"] == "a red fox --ar 16:9"  # what the simulator was asked to draw
+
+
+def test_a_describe_result_becomes_its_prompt_and_prompt_en(walk):
+    answer = walk.post("/submit/describe", {"base64": data_url(Image.new("RGB", (64, 48), "teal"))})
+    assert walk.fetch(answer["result"])["prompt"] is None
+    task = walk.done(answer)
+    text = task["properties"]["finalPrompt"]
+    assert text.startswith("1️⃣ ") and task["prompt"] == task["promptEn"] == text
+
+
+def test_a_blend_takes_its_prompt_from_the_start_message_the_images_links_and_aspect(walk, client):
+    red, blue = (data_url(Image.new("RGB", (32, 32), c)) for c in ((255, 0, 0), (0, 0, 255)))
+    answer = walk.post("/submit/blend", {"base64Array": [red, blue], "dimensions": "PORTRAIT"})
+    assert walk.fetch(answer["result"])["prompt"] is None
+    task = walk.done(answer)
+    assert task["prompt"] == task["promptEn"] == task["properties"]["finalPrompt"]
+    first, second, ar, aspect = task["prompt"].split(" ")
+    assert (ar, aspect) == ("--ar", "2:3")
+    assert [served(client, link.strip("<>")).getpixel((0, 0)) for link in (first, second)] == [(255, 0, 0),
+                                                                                              (0, 0, 255)]
+
+
+def test_follow_ups_copy_the_parents_prompt_prompt_en_and_final_prompt(settings, celery, redis, accounts,
+                                                                       session_factory, images):
+    with FakeTranslationServer() as fake:
+        translated = replace(settings, translator="OPENAI", openai_base_url=f"{fake.url}/v1",
+                             openai_api_key="sk-test")
+        walk = Walk(create_app(translated, celery=celery, redis=redis).test_client(), celery, session_factory,
+                    redis, images)
+        grid = walk.imagine("红色的狐狸 --ar 16:9")
+        assert (grid["prompt"], grid["promptEn"]) == ("红色的狐狸 --ar 16:9", "a red fox --ar 16:9")
+        for answer in (walk.post("/submit/change", {"taskId": grid["id"], "action": "UPSCALE", "index": 1}),
+                       walk.post("/submit/simple-change", {"content": f"{grid['id']} V2"}),
+                       walk.click(grid, "🔄")):
+            waiting = walk.fetch(answer["result"])
+            assert (waiting["prompt"], waiting["promptEn"], waiting["properties"]["finalPrompt"]) == (
+                grid["prompt"], grid["promptEn"], grid["properties"]["finalPrompt"]), waiting["description"]
+            assert walk.done(answer)["prompt"] == "红色的狐狸 --ar 16:9"

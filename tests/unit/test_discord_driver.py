@@ -6,10 +6,12 @@ import threading
 import time
 
 import requests
+from PIL import Image
 
 from app import protocol
 from app.models import Account, Task
 from app.services.account_admin import account_secrets
+from tests.imaging import data_url
 from tests.unit import discord_harness
 from workers.drivers.base import Job
 from workers.drivers.discord import with_mode
@@ -170,3 +172,35 @@ def test_on_a_remix_account_a_variation_answers_midjourneys_modal_with_a_new_non
     assert submit["data"]["components"][0]["components"][0] == {
         "type": 4, "custom_id": "MJ::RemixModal::new_prompt", "value": "a blue fox"}
     assert task["properties"]["finalPrompt"] == "a blue fox"
+
+
+PAD = data_url(Image.new("RGB", (32, 32), "red"))
+
+
+def test_pad_images_lead_the_prompt_fields_and_discord_is_sent_its_own_links_of_them(harness):
+    pad = PAD
+    grid = harness.run(harness.submit("/submit/imagine", {"prompt": "a red fox", "base64Array": [pad]}))
+    assert grid["status"] == protocol.SUCCESS, grid["failReason"]
+    own = grid["prompt"].split(" ", 1)[0]  # mjq's URL of the pad image leads prompt, promptEn and the description
+    assert own.startswith("http://mjq.test/mj/image/") and grid["promptEn"] == grid["prompt"] == f"{own} a red fox"
+    assert grid["description"] == f"/imagine {own} a red fox"
+    sent = next(p for p in harness.fake.interactions if p["nonce"] == grid["properties"]["nonce"])
+    text = sent["data"]["options"][0]["value"]  # Discord gets its own CDN URL of the pad, and mjq's not at all
+    assert text.startswith(f"{harness.fake.url}/attachments/") and text.endswith(" a red fox --fast")
+    assert "mjq.test" not in text
+
+    up = harness.run(harness.click(grid, "U1"))
+    assert (up["prompt"], up["promptEn"]) == (grid["prompt"], grid["promptEn"])
+
+
+def test_a_describe_result_is_its_prompt_and_a_blend_prompt_comes_from_the_start_message(harness):
+    pad = PAD
+    described = harness.run(harness.submit("/submit/describe", {"base64": pad}))
+    assert described["status"] == protocol.SUCCESS, described["failReason"]
+    assert described["prompt"] == described["promptEn"] == described["properties"]["finalPrompt"]
+    assert described["prompt"].startswith("1️⃣")
+
+    blend = harness.run(harness.submit("/submit/blend", {"base64Array": [pad, data_url(Image.new("RGB", (8, 8)))]}))
+    assert blend["status"] == protocol.SUCCESS, blend["failReason"]
+    assert blend["prompt"] == blend["promptEn"] == blend["properties"]["finalPrompt"]
+    assert blend["prompt"].count("<https://s.mj.run/") == 2

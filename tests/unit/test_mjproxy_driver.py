@@ -142,10 +142,15 @@ def test_an_imagine_goes_upstream_with_its_images_secret_mode_state_and_a_signed
     assert decoded(call.body["base64Array"][0]) == images.get(f"{task_id}/images-0.png")
     assert call.body["notifyHook"] == (f"http://mjq.test/internal/mjproxy/{ACCOUNT}/notify"
                                        f"?sig={callback_signature(KEY, ACCOUNT)}")
+    # The upstream leads its promptEn with its own links of the pads; mjq's prompt fields keep mjq's.
+    fake.update(upstream_id, promptEn="https://cdn.upstream.test/pad.png a red fox")
     finish(fake, upstream_id, png((200, 10, 10)))
     harness.threads[0].join(10)
     assert harness.outcomes[task_id] == DONE
     assert harness.row(task_id).upstream_id == f"{ACCOUNT}:{upstream_id}"
+    pad_url = f"http://mjq.test/mj/image/{task_id}/images-0.png"
+    task = harness.fetch(task_id)
+    assert (task["prompt"], task["promptEn"]) == (f"{pad_url} a red fox", f"{pad_url} a red fox")
 
 
 def test_a_job_followed_by_polling_alone_gets_the_upstream_image_copied_with_its_buttons_and_properties(
@@ -513,6 +518,7 @@ def test_describe_sends_the_image_and_the_result_never_overwrites_the_jobs_input
     original = images.get(f"{task_id}/images-0.png")
     assert decoded(call.body["base64"]) == original
     prompts = ["a blue card --ar 3:2", "blue --ar 3:2", "plain --ar 3:2", "azure --ar 3:2"]
+    fake.update(fake.task_for(str(task_id)), promptEn="1️⃣ a blue card --ar 3:2")
     finish(fake, fake.task_for(str(task_id)), b"upstream copy", buttons=[], name="images-0.png", prompts=prompts,
            finalPrompt="1️⃣ a blue card --ar 3:2")
     harness.threads[0].join(10)
@@ -520,3 +526,4 @@ def test_describe_sends_the_image_and_the_result_never_overwrites_the_jobs_input
     assert task["imageUrl"] == f"http://mjq.test/mj/image/{task_id}/result-images-0.png"
     assert images.get(f"{task_id}/images-0.png") == original
     assert task["properties"]["prompts"] == prompts
+    assert task["prompt"] == task["promptEn"] == "1️⃣ a blue card --ar 3:2"

@@ -239,7 +239,10 @@ class MjproxyDriver:
             if isinstance(task.get("imageUrl"), str):
                 properties["originImageUrl"] = task["imageUrl"]  # the `origin` image mode shows it
             buttons = [b for b in task.get("buttons") or [] if isinstance(b, dict) and b.get("customId")]
-            reporter.succeeded(image_url, buttons, properties, prompt_en=task.get("promptEn") or None)
+            # The upstream's promptEn is news only where its bot wrote it (a describe's text, a blend's start
+            # message); elsewhere it is what mjq sent, or that led by the upstream's links of the pad images.
+            told = task.get("promptEn") if job.action in (protocol.DESCRIBE, protocol.BLEND) else None
+            reporter.succeeded(image_url, buttons, properties, prompt_en=told or None)
             return True
         if status == protocol.FAILURE:
             raise UpstreamError(str(task.get("failReason") or "the upstream task failed without a reason"))

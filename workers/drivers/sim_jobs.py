@@ -33,6 +33,15 @@ class Result:
     image_url: str | None = None  # set when the result shows an existing image (describe)
 
 
+def blend_prompt(job: Job, images: ImageStore) -> str:
+    """What Midjourney's start message shows for a /blend (its prompt): the images' links and the aspect.
+    Empty for any other job."""
+    if job.inputs.get("kind") != "blend":
+        return ""
+    w, h = BLEND_ASPECT.get(str(job.inputs.get("dimensions") or "SQUARE"), (1, 1))
+    return " ".join([*(f"<{images.url(key)}>" for key in job.inputs.get("images") or []), f"--ar {w}:{h}"])
+
+
 def _load(images: ImageStore, key: str | None, what: str) -> Image.Image:
     data = images.get(key) if key else None
     if data is None:

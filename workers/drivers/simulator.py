@@ -22,7 +22,7 @@ from app.images import ImageStore
 from app.models import now_ms
 from workers.drivers import sim_images
 from workers.drivers.base import Job, Reporter, UpstreamError
-from workers.drivers.sim_jobs import Result, produce
+from workers.drivers.sim_jobs import Result, blend_prompt, produce
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ class SimulatorDriver:
 
         wait_until(due(START_AT))
         progress_id = message_id(job.nonce, 1)
-        reporter.started({"progressMessageId": progress_id, "finalPrompt": job.prompt})
+        final_prompt = job.prompt or blend_prompt(job, self.images)
+        reporter.started({"progressMessageId": progress_id, "finalPrompt": final_prompt})
         if FAULT_CRASH in job.prompt:
             if self.redis is not None:
                 self.redis.hincrby(CRASHES_KEY, job.nonce, 1)
@@ -178,5 +179,5 @@ class SimulatorDriver:
             url = self.images.put(f"{job.task_id}/{hash_}.png", final_png)
         reporter.succeeded(url, result.buttons, {
             "messageId": message_id(job.nonce, 2), "messageHash": hash_, "flags": 0,
-            "finalPrompt": job.prompt, "progressMessageId": progress_id, "seed": str(seed), **result.properties,
+            "finalPrompt": final_prompt, "progressMessageId": progress_id, "seed": str(seed), **result.properties,
         }, prompt_en=result.prompt_en, image=result.image if final_png is not None else None)
