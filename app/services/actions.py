@@ -157,8 +157,13 @@ def _run_click(sub: Submitter, parent: Task, click: Click, custom_id: str, commo
     if click.kind == "describe":  # 🔄 under a describe: describe the same image again
         inputs["images"] = parent.inputs.get("images", [])
         prompt = prompt_en = None
-    modal = click.needs_modal(account.remix)
-    properties: dict[str, Any] = {"finalPrompt": final_prompt} if final_prompt and click.kind != "describe" else {}
+    # The legacy forms have no modal step (their clients never call /submit/modal): on a Remix account the
+    # worker answers Midjourney's Remix modal itself, with the prompt Midjourney shows pre-filled.
+    modal = click.always_modal if legacy else click.needs_modal(account.remix)
+    properties: dict[str, Any] = {}
+    if final_prompt and click.kind != "describe":
+        properties["finalPrompt"] = final_prompt
+        inputs["upstreamPrompt"] = final_prompt  # the parent as the upstream showed it, not led by mjq's pad URLs
     if modal:
         properties = {"finalPrompt": _prefill(parent, click), "remix": account.remix, "customId": custom_id}
     task = sub.create(Spec(
@@ -216,7 +221,7 @@ def submit_modal(sub: Submitter, req: ModalRequest, path_mode: str | None) -> di
     follow_up_mode(task, path_mode)
     prompt = req.prompt or (task.properties or {}).get("finalPrompt") or task.prompt or ""
     prompt_en = sub.prompts.prepare(prompt)
-    inputs = dict(task.inputs or {})
+    inputs = {**(task.inputs or {}), "upstreamPrompt": prompt_en}
     description = task.description
     kind = inputs.get("kind")
     if kind == "custom_zoom":

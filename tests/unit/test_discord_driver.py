@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import requests
 from PIL import Image
 
@@ -13,11 +14,14 @@ from app.models import Account, Task
 from app.services.account_admin import account_secrets
 from tests.imaging import data_url
 from tests.unit import discord_harness
-from workers.drivers.base import Job
+from workers.drivers import discord_rest
+from workers.drivers.base import Job, UpstreamError
 from workers.drivers.discord import with_mode
 from workers.drivers.discord_accounts import CREDITS_DISABLE
+from workers.drivers.discord_events import EventStream
+from workers.drivers.discord_payloads import MIDJOURNEY_APP, NIJI_APP
 from workers.drivers.discord_rest import DiscordUrls
-from workers.drivers.discord_seed import seed_lookup
+from workers.drivers.discord_seed import fetch_seed, seed_lookup
 
 harness = discord_harness.harness
 
@@ -153,14 +157,19 @@ def test_a_redelivered_job_follows_its_recorded_reference_without_a_second_inter
     assert harness.fake.interaction_count(nonce) == 1
 
 
-def test_on_a_remix_account_a_variation_answers_midjourneys_modal_with_a_new_nonce(harness):
-    grid = harness.run(harness.submit("/submit/imagine", {"prompt": "a red fox"}))
+def remix_on(harness) -> None:
+    """Remix mode on for account dc-1, in mjq's record and on the fake Discord."""
     with harness.session_factory() as session:
         account = session.get(Account, "dc-1")
         assert account is not None
         account.remix = True
         session.commit()
     harness.user.remix = True
+
+
+def test_on_a_remix_account_a_variation_answers_midjourneys_modal_with_a_new_nonce(harness):
+    grid = harness.run(harness.submit("/submit/imagine", {"prompt": "a red fox"}))
+    remix_on(harness)
     modal = harness.click(grid, "V1", code=21)
     answer = harness.client.post("/mj/submit/modal", json={"taskId": str(modal), "prompt": "a blue fox"}).get_json()
     assert answer["code"] == 1, answer
@@ -172,6 +181,23 @@ def test_on_a_remix_account_a_variation_answers_midjourneys_modal_with_a_new_non
     assert submit["data"]["components"][0]["components"][0] == {
         "type": 4, "custom_id": "MJ::RemixModal::new_prompt", "value": "a blue fox"}
     assert task["properties"]["finalPrompt"] == "a blue fox"
+
+
+def test_on_a_remix_account_the_legacy_change_forms_answer_the_remix_modal_with_the_parents_prompt(harness):
+    """/submit/change and /submit/simple-change have no modal step: their clients would wait on a MODAL task
+    forever, so the worker answers Midjourney's Remix modal with the prompt it shows pre-filled."""
+    grid = harness.run(harness.submit("/submit/imagine", {"prompt": "a red fox --ar 3:2"}))
+    remix_on(harness)
+    for body in ({"taskId": grid["id"], "action": "VARIATION", "index": 1}, {"content": f"{grid['id']} R"}):
+        path = "/mj/submit/change" if "taskId" in body else "/mj/submit/simple-change"
+        answer = harness.client.post(path, json=body).get_json()
+        assert answer["code"] == 1, answer
+        task = harness.run(int(answer["result"]))
+        assert task["status"] == protocol.SUCCESS, task["failReason"]
+        click, submit = harness.fake.interactions[-2:]  # the button, then the answer to the modal it opened
+        assert (click["type"], submit["type"]) == (3, 5) and "Modal::" in submit["data"]["custom_id"]
+        assert submit["data"]["components"][0]["components"][0]["value"] == grid["properties"]["finalPrompt"]
+        assert task["prompt"] == "a red fox --ar 3:2"
 
 
 PAD = data_url(Image.new("RGB", (32, 32), "red"))
@@ -204,3 +230,55 @@ def test_a_describe_result_is_its_prompt_and_a_blend_prompt_comes_from_the_start
     assert blend["status"] == protocol.SUCCESS, blend["failReason"]
     assert blend["prompt"] == blend["promptEn"] == blend["properties"]["finalPrompt"]
     assert blend["prompt"].count("<https://s.mj.run/") == 2
+
+
+def test_the_result_download_is_tried_again_after_a_hiccup_and_fails_the_job_only_when_it_lasts(harness,
+                                                                                               monkeypatch):
+    monkeypatch.setattr(discord_rest, "DOWNLOAD_RETRY_SECONDS", (0.0, 0.0, 0.0))
+    http = harness.executor.drivers["discord"].http
+    real, tries, failures = http.request, [], []
+
+    def cdn(method, url, **kw):
+        if method == "GET" and "/attachments/" in url and url.split("?", 1)[0].endswith(".png") and failures:
+            tries.append(url)
+            how = failures.pop(0)
+            if how == "reset":
+                raise requests.ConnectionError("connection reset by peer")
+            refused = requests.Response()
+            refused.status_code = how
+            return refused
+        return real(method, url, **kw)
+
+    http.request = cdn
+    failures[:] = ["reset", 503]
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a red fox"}))
+    assert task["status"] == protocol.SUCCESS, task["failReason"]
+    assert len(tries) == 2 and harness.client.get(task["imageUrl"].removeprefix("http://mjq.test")).status_code == 200
+
+    failures[:], tries[:] = [503] * 4, []
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a grey fox"}))
+    assert (task["status"], task["failReason"]) == (protocol.FAILURE, "downloading the result failed: HTTP 503")
+    assert len(tries) == 4
+
+    failures[:], tries[:] = [404], []  # gone for good: no point asking again
+    task = harness.run(harness.submit("/submit/imagine", {"prompt": "a white fox"}))
+    assert (task["status"], task["failReason"]) == (protocol.FAILURE, "downloading the result failed: HTTP 404")
+    assert len(tries) == 1
+
+
+@pytest.mark.parametrize("bot_type, bot", [("MID_JOURNEY", MIDJOURNEY_APP), ("NIJI_JOURNEY", NIJI_APP)])
+def test_the_seed_is_asked_of_the_bot_that_made_the_job_in_the_dm_with_that_bot(redis, bot_type, bot):
+    asked: list[tuple[str, ...]] = []
+
+    class Rest:
+        def open_dm(self, recipient):
+            asked.append(("dm", recipient))
+            return f"dm-{recipient}"
+
+        def slash_command(self, app, name, options, nonce, attachments=None, channel_id=None, in_guild=True):
+            asked.append(("command", app, name, channel_id))
+
+    with pytest.raises(UpstreamError, match="did not send the seed"):
+        fetch_seed(Rest(), EventStream(redis, "dc-1"), "3a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", bot_type,
+                   wait_seconds=0.05)
+    assert asked == [("dm", bot), ("command", bot, "show", f"dm-{bot}")]

@@ -131,3 +131,37 @@ def test_a_disabled_account_ends_every_follower_with_the_reason():
     tracker = Tracker("111")
     [step] = tracker.feed(event(ACCOUNT_DISABLED, reason="Discord gateway closed with 4004: Authentication failed"))
     assert step.kind == "failed" and "4004" in step.reason and tracker.done
+
+
+def test_an_embed_of_another_colour_with_a_title_and_text_fails_the_job_whose_message_it_answers():
+    """midjourney-proxy's rule for embeds that are neither red errors nor amber warnings (protocol §4.9)."""
+    def answer(message_id: str, reply_to: str, **embed: Any) -> Event:
+        return event("MESSAGE_CREATE", id=message_id, channel_id="9", content="",
+                     message_reference={"message_id": reply_to}, embeds=[{"type": "rich", **embed}])
+
+    tracker = Tracker("111")
+    kinds(tracker, [message("MESSAGE_CREATE", "10", f"**a fox** - {U} (Waiting to start)", nonce="111")])
+    assert tracker.feed(answer("12", "10", title="Heads up", description="Slow today.", color=16239475)) == []
+    assert tracker.feed(answer("13", "10", title="a.example", description="A page.", color=5793266,
+                               **{"type": "link"})) == []
+    assert tracker.feed(answer("14", "99", title="Sorry! Something went wrong", description="Try again.",
+                               color=5793266)) == []  # another job's message
+    [step] = tracker.feed(answer("15", "10", title="Sorry! Something went wrong", description="Try again.",
+                                 color=5793266))
+    assert (step.kind, step.reason) == ("failed", "[Sorry! Something went wrong] Try again.")
+
+
+def test_a_job_with_links_in_its_prompt_ends_on_the_final_message_showing_its_start_messages_prompt():
+    """Pad images and blends: Midjourney shows the images as its own short links, which the job's prompt (sent
+    without the pads, or empty for a blend) cannot name; the start message's prompt does."""
+    for sent, shown in (("a red fox", "<https://s.mj.run/AbCd> a red fox --fast"),
+                        ("", "<https://s.mj.run/AbCd> <https://s.mj.run/EfGh> --ar 1:1 --fast")):
+        tracker = Tracker("111", prompt=sent)
+        steps = kinds(tracker, [
+            message("MESSAGE_CREATE", "10", f"**{shown}** - {U} (Waiting to start)", nonce="111"),
+            event("MESSAGE_DELETE", id="10", channel_id="9"),
+            # another job with other images, the same words: not ours
+            message("MESSAGE_CREATE", "20", f"**{shown.replace('AbCd', 'XyZw')}** - {U} (fast)", f"x_{OTHER}.png"),
+            message("MESSAGE_CREATE", "11", f"**{shown}** - {U} (fast)", f"user_a_red_fox_{HASH}.png"),
+        ])
+        assert steps == ["started", "succeeded"] and tracker.job_hash is None, shown

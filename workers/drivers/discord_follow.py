@@ -12,9 +12,11 @@ result was matched by prompt text; mjq's is not):
 5. for flows that carry no nonce at all (Vary (Region) through Midjourney's iframe): a new
    message replying to the parent's message with the expected kind (`Variations (Region)`);
 6. last resort, only once the job started, its progress message was deleted (Midjourney deletes
-   it right before posting the result) and no hash was ever seen: a final message whose primary
-   prompt equals the job's. Before that deletion a twin job's result (same prompt, e.g. V1 and
-   V2 of one grid) can arrive while ours still waits for its first progress edit.
+   it right before posting the result) and no hash was ever seen: a final message whose prompt
+   is the one our start message showed (links included: a blend's prompt is nothing but its
+   images' links, a job with pad images leads with theirs), or whose primary prompt equals the
+   job's. Before that deletion a twin job's result (same prompt, e.g. V1 and V2 of one grid)
+   can arrive while ours still waits for its first progress edit.
 
 A single nonce-bearing message that is already final (U1–U4's `Image #N`) is a success.
 """
@@ -55,6 +57,8 @@ class Tracker:
     job_hash: str | None = None
     progress_message_id: str | None = None
     progress_deleted: bool = False
+    #: The prompt as our start message showed it (Midjourney's own rendering, links as it wrote them).
+    start_prompt: str | None = None
     percent: int = -1
     done: bool = False
 
@@ -109,17 +113,22 @@ class Tracker:
         if self.reply_kind and not self.message_ids and replied_to and replied_to == self.parent_message_id \
                 and reading.content is not None and (reading.content.kind, reading.content.detail) == self.reply_kind:
             return True
-        # Last resort (see the module docstring): progress message gone, never saw a hash, same primary prompt.
-        return bool(self.progress_deleted and self.job_hash is None and reading.state == dp.FINAL
-                    and reading.content is not None and self.prompt
-                    and dp.primary_prompt(reading.content.prompt) == dp.primary_prompt(self.prompt))
+        # Last resort (see the module docstring): progress message gone, never saw a hash, the same prompt.
+        if not (self.progress_deleted and self.job_hash is None and reading.state == dp.FINAL
+                and reading.content is not None):
+            return False
+        shown = reading.content.prompt
+        if self.start_prompt and dp.same_rendering(shown, self.start_prompt):
+            return True
+        return bool(self.prompt) and dp.primary_prompt(shown) == dp.primary_prompt(self.prompt) \
+            and not dp.links(self.start_prompt or "")
 
     def _advance(self, d: dict[str, Any], reading: dp.Reading) -> list[Step]:
         steps: list[Step] = []
         message_id = str(d.get("id") or "")
         if reading.job_hash and reading.state == dp.PROGRESS:
             self.job_hash = reading.job_hash
-        if reading.state == dp.FAILED:
+        if reading.state in (dp.FAILED, dp.ALERT):
             return self._end(Step("failed", d, reading, reason=reading.fail_reason or "failed",
                                   account_action=reading.account_action))
         if reading.state in (dp.QUEUED, dp.NOTICE):
@@ -135,6 +144,8 @@ class Tracker:
         if self.progress_message_id is None:
             self.progress_message_id = message_id
             steps.append(Step("started", d, reading))
+        if self.start_prompt is None and reading.content is not None and reading.content.prompt.strip():
+            self.start_prompt = reading.content.prompt
         self.message_ids.add(message_id)
         if reading.state == dp.PROGRESS and reading.percent is not None and reading.percent > self.percent:
             self.percent = reading.percent

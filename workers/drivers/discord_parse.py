@@ -26,6 +26,7 @@ SHORTENED = "shortened"  # a /shorten result embed
 QUEUED = "queued"        # Midjourney queued the job itself: keep waiting
 FAILED = "failed"        # the job failed; `fail_reason` says why
 NOTICE = "notice"        # a message about the job that changes nothing (warnings, paused)
+ALERT = "alert"          # an embed of no known kind, with a title and a text: it fails the job it answers
 OTHER = "other"          # not a job message mjq reads
 
 # What an error means for the account (besides failing the job).
@@ -34,6 +35,8 @@ CREDITS_EXHAUSTED = "credits"
 
 #: Embed colour Midjourney uses for errors (0xFF0000).
 RED = 16711680
+#: Embed colours of warnings, which change nothing (midjourney-proxy's 0xF7CB73, Plus' 0xFFFF00).
+WARNING_COLOURS = (16239475, 16776960)
 #: Titles that fail the job.
 FAILING_TITLES = ("Invalid parameter", "Invalid prompt", "Banned prompt detected", "Invalid link", "Queue full",
                   "Request cancelled due to", "Could not complete", "Action needed to continue", "Invalid")
@@ -201,6 +204,16 @@ def _embed_error(embed: dict[str, Any], message: dict[str, Any]) -> Reading | No
     return None
 
 
+def _alert(embed: dict[str, Any]) -> Reading | None:
+    """midjourney-proxy's rule for an embed of another colour than an error's or a warning's: one with a title and
+    a text, not a link preview, fails the job whose message it answers or edits (the Tracker decides whose)."""
+    title = str(embed.get("title") or "").strip()
+    description = str(embed.get("description") or "").strip()
+    if not title or not description or embed.get("type") == "link" or embed.get("color") in WARNING_COLOURS:
+        return None
+    return Reading(ALERT, fail_reason=f"[{title}] {description}")
+
+
 def read_message(message: dict[str, Any]) -> Reading:
     """Classify one Midjourney bot message (a MESSAGE_CREATE or MESSAGE_UPDATE `d`)."""
     content = str(message.get("content") or "")
@@ -228,6 +241,10 @@ def read_message(message: dict[str, Any]) -> Reading:
             return Reading(START, image_url=image)
     if content.startswith("Failed"):
         return Reading(FAILED, fail_reason=content.strip())
+    if embeds and not content.strip():
+        alert = _alert(embeds[0])
+        if alert is not None:
+            return alert
     parsed = parse_content(content)
     if parsed is None:
         return Reading(OTHER, image_url=url, job_hash=job_hash(url), buttons=buttons)
@@ -259,6 +276,17 @@ def parse_seed(content: str) -> tuple[str, str] | None:
     """(job hash, seed) from the bot's ✉️ DM: `**Job ID**: <uuid>` … `**seed** <digits>`."""
     match = _SEED_RE.search(content or "")
     return (match["job"].lower(), match["seed"]) if match else None
+
+
+def links(prompt: str) -> list[str]:
+    """The URLs in `prompt`, in order, without their angle brackets."""
+    return [m.group().strip("<>") for m in _URL_RE.finditer(prompt)]
+
+
+def same_rendering(a: str, b: str) -> bool:
+    """Whether two of Midjourney's renderings of a prompt (its start and its final message) are one job's:
+    the same primary prompt and the same links (a blend's prompt is its links alone)."""
+    return primary_prompt(a) == primary_prompt(b) and links(a) == links(b)
 
 
 def primary_prompt(prompt: str) -> str:

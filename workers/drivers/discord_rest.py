@@ -40,6 +40,9 @@ MAX_RATE_LIMIT_RETRIES = 5
 #: Longest 429 wait obeyed inside one call, seconds (longer ones fail the job with the reason).
 MAX_RETRY_AFTER_SECONDS = 60.0
 STALE_VERSION = "INTERACTION_APPLICATION_COMMAND_INVALID_VERSION"
+#: Waits before each further try of a CDN download that failed on the way (unreachable, a timeout, a 5xx),
+#: seconds: the result Midjourney already made (and charged for) is not given up on one hiccup.
+DOWNLOAD_RETRY_SECONDS = (0.5, 2.0, 5.0)
 #: Where upload slots point, and the CDN hosts attachments come from (rewritten when configured).
 UPLOAD_HOST = "https://discord-attachments-uploads-prd.storage.googleapis.com"
 CDN_HOSTS = ("https://cdn.discordapp.com", "https://media.discordapp.net")
@@ -109,6 +112,7 @@ class DiscordRest:
         self.user_agent = user_agent or DEFAULT_USER_AGENT
         self.redis = redis
         self.gate = RateGate(redis, account_id, sleep)
+        self.sleep = sleep
         self._commands: dict[str, Command] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
@@ -228,10 +232,20 @@ class DiscordRest:
         if self.urls.cdn:
             for host in CDN_HOSTS:
                 url = url.replace(host, self.urls.cdn)
-        resp = self.call("GET", url, auth=False)
-        if resp.status_code != 200:
-            raise DiscordRequestFailed(f"downloading the result failed: HTTP {resp.status_code}", resp.status_code)
-        return resp.content
+        for wait in (*DOWNLOAD_RETRY_SECONDS, None):
+            try:
+                resp = self.call("GET", url, auth=False)
+                if resp.status_code == 200:
+                    return resp.content
+                failure = DiscordRequestFailed(f"downloading the result failed: HTTP {resp.status_code}",
+                                               resp.status_code)
+            except DiscordRequestFailed as exc:
+                failure = exc
+            if wait is None or not (failure.status == 0 or failure.status == 408 or failure.status >= 500):
+                raise failure
+            log.info("download of %s failed (%s); trying again in %.1f s", url.split("?")[0], failure, wait)
+            self.sleep(wait)
+        raise AssertionError("unreachable")
 
     # -- Plus extras ----------------------------------------------------------------------
     def inpaint_submit(self, iframe_token: str, mask_base64: str, prompt: str) -> None:

@@ -17,7 +17,7 @@ from redis import Redis
 from workers.drivers import discord_parse as dp
 from workers.drivers.base import UpstreamError
 from workers.drivers.discord_events import EventStream
-from workers.drivers.discord_payloads import MIDJOURNEY_APP, app_for, new_nonce, option
+from workers.drivers.discord_payloads import app_for, new_nonce, option
 from workers.drivers.discord_rest import DiscordRest, DiscordUrls
 
 #: Longest wait for each of the bot's two answers (the reposted job, then the DM), seconds.
@@ -30,10 +30,11 @@ SEED_READ_BLOCK_MS = 500
 def fetch_seed(rest: DiscordRest, stream: EventStream, job_hash: str, bot_type: str = "MID_JOURNEY",
                wait_seconds: float = SEED_WAIT_SECONDS, clock: Callable[[], float] = time.monotonic) -> str:
     """The seed of job `job_hash`. Raises UpstreamError when the bot does not answer in time."""
-    dm_channel = rest.open_dm(MIDJOURNEY_APP)
+    app = app_for(bot_type)  # a niji job is shown by the niji bot, in the DM with that bot
+    dm_channel = rest.open_dm(app)
     since = stream.last_id()
     nonce = new_nonce()
-    rest.slash_command(app_for(bot_type), "show", [option("job_id", job_hash)], nonce, channel_id=dm_channel,
+    rest.slash_command(app, "show", [option("job_id", job_hash)], nonce, channel_id=dm_channel,
                        in_guild=False)
     shown: dict[str, Any] | None = None
     deadline = [clock() + wait_seconds]  # moved on once the job is shown: each answer gets the full wait
