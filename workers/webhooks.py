@@ -107,15 +107,15 @@ def retry_after_seconds(value: str | None, now: int) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() alone takes '²', which float() refuses
         return min(float(value), MAX_RETRY_AFTER_SECONDS)
-    try:
+    try:  # the receiver's text: anything it says that is not a date is unusable, never an error of ours
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            return None
+        return min(max(when.timestamp() - now / 1000, 0.0), MAX_RETRY_AFTER_SECONDS)
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        return None
-    return min(max(when.timestamp() - now / 1000, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 # The other rows of the same task and URL, in the correlated checks below.

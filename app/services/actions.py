@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app import protocol
 from app.buttons import INPAINT, Click, label_of, legacy_custom_id, parse_custom_id
-from app.errors import NoAccount, NotFound, TaskNotFound, TaskStateConflict, ValidationFailed
+from app.errors import ApiError, NoAccount, NotFound, TaskNotFound, TaskStateConflict, ValidationFailed
 from app.models import Account, Task, now_ms
 from app.schemas import ActionRequest, Common, DecodedImage, ModalRequest
 from app.services.submit import Spec, Submitter
@@ -129,12 +129,7 @@ def _run_click(sub: Submitter, parent: Task, click: Click, custom_id: str, commo
         return protocol.envelope(protocol.CODE_SUCCESS, "Bookmarked", str(parent.id),
                                  {"discordInstanceId": account.id})
     if click.kind == "picreader_all":
-        prompts = (parent.properties or {}).get("prompts") or []
-        tasks = [_imagine_from(sub, parent, str(p), mode, account, common) for p in prompts]
-        if not tasks:
-            raise TaskStateConflict(f"task {parent.id} has no prompts to imagine")
-        return protocol.envelope(protocol.CODE_SUCCESS, SUBMITTED_ALL, str(tasks[0].id),
-                                 {"discordInstanceId": account.id, "taskIds": [str(t.id) for t in tasks]})
+        return _imagine_all(sub, parent, mode, account, common)
     inputs: dict[str, Any] = {"kind": click.kind, "customId": custom_id}
     if click.index is not None:
         inputs["index"] = click.index
@@ -178,8 +173,34 @@ def _run_click(sub: Submitter, parent: Task, click: Click, custom_id: str, commo
 SUBMITTED_ALL = "Submit success (one task per prompt)"
 
 
-def _imagine_from(sub: Submitter, parent: Task, prompt: str, mode: str, account: Account, common: Common) -> Task:
-    prompt_en = sub.prompts.prepare(prompt)
+def _imagine_all(sub: Submitter, parent: Task, mode: str, account: Account, common: Common) -> dict[str, Any]:
+    """🎉 Imagine all: one IMAGINE per prompt of a describe. Every prompt is checked (translation, banned words)
+    before any task is made; a refusal after the first task (a cap or a full queue reached on the way) answers
+    with the tasks made, which run, and says which prompts were refused; a refusal of the first is the answer."""
+    prompts = [str(p) for p in (parent.properties or {}).get("prompts") or []]
+    if not prompts:
+        raise TaskStateConflict(f"task {parent.id} has no prompts to imagine")
+    prepared = [(p, sub.prompts.prepare(p)) for p in prompts]
+    tasks: list[Task] = []
+    for prompt, prompt_en in prepared:
+        try:
+            tasks.append(_imagine_from(sub, parent, prompt, prompt_en, mode, account, common))
+        except ApiError as refused:
+            if not tasks:
+                raise
+            rest = f"prompt {len(prompts)} was" if len(tasks) + 1 == len(prompts) else \
+                f"prompts {len(tasks) + 1}–{len(prompts)} were"
+            description = (f"Submit success for {len(tasks)} of {len(prompts)} prompts (one task each); {rest} "
+                           f"refused: {refused.description}")
+            break
+    else:
+        description = SUBMITTED_ALL
+    return protocol.envelope(protocol.CODE_SUCCESS, description, str(tasks[0].id),
+                             {"discordInstanceId": account.id, "taskIds": [str(t.id) for t in tasks]})
+
+
+def _imagine_from(sub: Submitter, parent: Task, prompt: str, prompt_en: str, mode: str, account: Account,
+                  common: Common) -> Task:
     return sub.create(Spec(
         action=protocol.IMAGINE, mode=mode, accounts=[account], common=common, prompt=prompt, prompt_en=prompt_en,
         description=lambda _id: f"/imagine {prompt}", inputs={"kind": "imagine"}, parent_id=parent.id,

@@ -9,7 +9,11 @@ from sqlalchemy import func, select
 from app.models import Task
 from app.services.plans import DEFAULT_PLANS, plans_from_json, price, prices_from_json
 from config.errors import ConfigError
-from tests.unit.test_tenancy import new_key, submit
+from tests.unit.conftest import drain
+from tests.unit.test_executor import make_executor
+from tests.unit.test_submit_imagine import png_data_url
+from tests.unit.test_tenancy import auth, new_key, submit
+from workers import queues
 
 
 @pytest.fixture
@@ -71,3 +75,33 @@ def test_a_bad_requests_per_minute_in_mjq_plans_fails_at_start_naming_the_variab
     with pytest.raises(ConfigError, match="MJQ_PLANS") as caught:
         plans_from_json(raw)
     assert f"requestsPerMinute must be a whole number >= 0, not {bad}" in str(caught.value)
+
+
+def test_imagine_all_reaching_the_cap_part_way_answers_the_tasks_it_made_and_a_retry_makes_no_more(
+        client, celery, session_factory, redis, images):
+    key = new_key(client, "basic")  # 3 unfinished tasks at once
+    headers = {**auth(key), "Idempotency-Key": "imagine-all-1"}
+    described = client.post("/mj/submit/describe", json={"base64": png_data_url((64, 64))}, headers=auth(key))
+    executor = make_executor(session_factory, redis, images)
+    for queue in (queues.FAST, queues.NORMAL):
+        for msg in drain(celery, queue):
+            executor.execute(int(msg["args"][0]))
+    parent = client.get(f"/mj/task/{described.get_json()['result']}/fetch", headers=auth(key)).get_json()
+    assert parent["status"] == "SUCCESS" and len(parent["properties"]["prompts"]) == 4
+    body = {"taskId": parent["id"], "customId": "MJ::Job::PicReader::all"}
+
+    answer = client.post("/mj/submit/action", json=body, headers=headers).get_json()
+    made = [str(t) for t in children(session_factory, parent["id"])]
+    assert answer["code"] == 1 and answer["properties"]["taskIds"] == made and len(made) == 3
+    assert answer["result"] == made[0] and answer["description"].startswith(
+        "Submit success for 3 of 4 prompts (one task each); prompt 4 was refused: plan basic allows 3 unfinished")
+    assert sorted(m["args"][0] for q in (queues.FAST, queues.NORMAL) for m in drain(celery, q)) == sorted(made)
+
+    assert client.post("/mj/submit/action", json=body, headers=headers).get_json() == answer
+    assert [str(t) for t in children(session_factory, parent["id"])] == made
+
+
+def children(session_factory, parent_id: str) -> list[int]:
+    with session_factory() as s:
+        return list(s.scalars(select(Task.id).where(Task.parent_id == int(parent_id)).order_by(Task.submit_time,
+                                                                                                Task.id)))

@@ -190,6 +190,20 @@ def test_a_500_with_retry_after_keeps_to_the_schedule(session_factory):
     assert 4_500 <= reload(session_factory, row).next_attempt_at - clock.now <= 5_500
 
 
+@pytest.mark.parametrize("header", ["\u00b2", "Mon, 01 Jan 99999999999 00:00:00 GMT", "Mon, 32 Foo 2026 25:61:61"])
+def test_a_retry_after_that_is_no_number_or_date_keeps_to_the_schedule_to_its_end(session_factory, header):
+    clock = FakeClock()
+    with Receiver(lambda i, r: Reply(429, {"Retry-After": header})) as rx:
+        row = one_event(session_factory, rx.url(), clock)
+        deliverer = make_deliverer(session_factory, clock, schedule=(0, 5))
+        assert deliverer.attempt(row.id) == "pending"
+        assert 4_500 <= reload(session_factory, row).next_attempt_at - clock.now <= 5_500
+        clock.now += 60_000
+        assert deliverer.sweep() == [row.id] and deliverer.attempt(row.id) == "failed"
+        clock.now += 600_000
+        assert deliverer.sweep() == [] and len(rx.received) == 2
+
+
 def test_a_redirect_is_a_failure_and_its_target_receives_nothing(session_factory):
     clock = FakeClock()
     with Receiver() as target, Receiver(lambda i, r: Reply(301, {"Location": target.url()})) as rx:
