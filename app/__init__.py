@@ -1,11 +1,14 @@
 """The mjq web API: `create_app()` builds the Flask app from config."""
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 from redis import Redis
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from app.db import db, engine_options
 from app.images import ImageStore, make_image_store
@@ -39,6 +42,7 @@ def create_app(settings: Settings | None = None, celery: Any = None, redis: Redi
         JSON_SORT_KEYS=False,
     )
     db.init_app(app)
+    app.before_request(read_unsized_body)
     app.extensions["mjq"] = Services(
         settings=settings,
         dispatcher=Dispatcher(celery or make_celery(settings)),
@@ -57,6 +61,23 @@ def create_app(settings: Settings | None = None, celery: Any = None, redis: Redi
     register_error_handlers(app)
     register_api(app)
     return app
+
+
+def read_unsized_body() -> None:
+    """Read a body of unknown length (chunked) before the view, refusing one over MAX_CONTENT_LENGTH with 413.
+
+    Werkzeug reads such a stream up to the limit and then stops without an error, so a view would
+    take the first MAX_CONTENT_LENGTH bytes for the whole body; a Content-Length body over the limit
+    is refused before it is read. Raises RequestEntityTooLarge.
+    """
+    limit = request.max_content_length
+    if limit is None or request.content_length is not None or "wsgi.input_terminated" not in request.environ \
+            or "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return
+    body = LimitedStream(request.environ["wsgi.input"], limit + 1, is_max=True).read()
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    request.environ["wsgi.input"] = io.BytesIO(body)
 
 
 class Services:

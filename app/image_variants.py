@@ -64,7 +64,7 @@ def _decoded(images: ImageStore, key: str, task_id: int) -> Image.Image | None:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         log.warning("task %s: %s cannot be decoded, no thumbnail or cells: %s", task_id, key, exc)
         return None
     return image

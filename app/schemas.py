@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from PIL import Image
 
 from app import protocol
 from app.errors import BadRequest, ValidationFailed
@@ -49,15 +52,17 @@ class AccountFilter:
 
 @dataclass(frozen=True)
 class Limits:
-    """Input caps from the settings (bytes, characters, counts)."""
+    """Input caps from the settings (bytes, characters, counts, pixels)."""
 
     max_prompt_chars: int = 4000
     max_images: int = 5
     max_image_bytes: int = 10 * 1024 * 1024
+    #: Most pixels (width × height) of an image in a request: a few KB of PNG can declare hundreds of megapixels.
+    max_image_pixels: int = 40_000_000
 
     @classmethod
     def of(cls, settings: Any) -> "Limits":
-        return cls(settings.max_prompt_chars, settings.max_images, settings.max_image_bytes)
+        return cls(settings.max_prompt_chars, settings.max_images, settings.max_image_bytes, settings.max_image_pixels)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # the decoder recurses once per level of [ or {
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     # Strict JSON can carry NUL only escaped, so the cheap byte test finds every candidate; the walk rules out
@@ -122,12 +129,17 @@ NUL_REFUSED = "request contains a NUL character (\\u0000), which no field accept
 
 
 def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
+    # A loop over a stack rather than recursion: a body the decoder took can be nested deeper than Python recurses.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 
@@ -147,11 +159,12 @@ def image_ext(data: bytes) -> str | None:
     return None
 
 
-def decode_data_url(value: Any, name: str, max_bytes: int) -> DecodedImage:
+def decode_data_url(value: Any, name: str, max_bytes: int, max_pixels: int) -> DecodedImage:
     """Decode a strict `data:image/<type>;base64,<data>` URL.
 
     Raises ValidationFailed naming `name` when it is not a data URL, not strict base64, over
-    `max_bytes` decoded, or not a PNG/JPEG/WebP/GIF by its magic bytes.
+    `max_bytes` decoded, not a PNG/JPEG/WebP/GIF by its magic bytes, or its header is unreadable
+    or declares more than `max_pixels` pixels.
     """
     if not isinstance(value, str):
         raise ValidationFailed(f"{name} must be a data URL string such as data:image/png;base64,...")
@@ -175,7 +188,26 @@ def decode_data_url(value: Any, name: str, max_bytes: int) -> DecodedImage:
         raise ValidationFailed(f"{name} is not a PNG, JPEG, WebP or GIF image")
     if ext != _MIME_EXT[mime]:
         raise ValidationFailed(f"{name} declares {mime} but holds a {ext.upper()} image")
+    check_pixels(data, name, ext, max_pixels)
     return DecodedImage(data=data, ext=ext)
+
+
+def check_pixels(data: bytes, name: str, ext: str, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than `max_pixels` pixels, reading only the header.
+
+    Raises ValidationFailed naming `name`, also when Pillow cannot read the header.
+    """
+    most = f"at most {max_pixels / 1e6:g} MP"
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header, decodes nothing
+            width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning when warnings are errors
+        bomb = (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise ValidationFailed(f"{name} declares more than {bomb:.1f} MP; {most}") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ValidationFailed(f"{name} is not a readable {ext.upper()} image") from None
+    if width * height > max_pixels:
+        raise ValidationFailed(f"{name} is {width}×{height} ({width * height / 1e6:.1f} MP); {most}")
 
 
 def optional_str(body: dict[str, Any], key: str, max_chars: int) -> str | None:
@@ -273,14 +305,15 @@ def image_array(body: dict[str, Any], key: str, limits: Limits, least: int, most
     if not least <= len(array) <= most:
         wanted = f"{least} to {most}" if least != most else str(least)
         raise ValidationFailed(f"{key} holds {len(array)} images; {wanted} are needed")
-    return tuple(decode_data_url(v, f"{key}[{i}]", limits.max_image_bytes) for i, v in enumerate(array))
+    return tuple(decode_data_url(v, f"{key}[{i}]", limits.max_image_bytes, limits.max_image_pixels)
+                 for i, v in enumerate(array))
 
 
 def image_field(body: dict[str, Any], key: str, limits: Limits) -> DecodedImage:
     """One required data URL in `key`."""
     if body.get(key) in (None, ""):
         raise ValidationFailed(f"{key} is required")
-    return decode_data_url(body[key], key, limits.max_image_bytes)
+    return decode_data_url(body[key], key, limits.max_image_bytes, limits.max_image_pixels)
 
 
 def imagine_request(body: dict[str, Any], limits: Limits) -> ImagineRequest:
@@ -374,7 +407,7 @@ def modal_request(body: dict[str, Any], limits: Limits) -> ModalRequest:
     prompt = prompt_field(body, limits, required=False)
     mask = None
     if body.get("maskBase64") not in (None, ""):
-        mask = decode_data_url(body["maskBase64"], "maskBase64", limits.max_image_bytes)
+        mask = decode_data_url(body["maskBase64"], "maskBase64", limits.max_image_bytes, limits.max_image_pixels)
     return ModalRequest(task_id=task_id, prompt=prompt, mask=mask)
 
 
@@ -402,7 +435,19 @@ def parse_task_id(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if 0 < value < 2**63 else None
-    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        number = int(value.strip())
-        return number if 0 < number < 2**63 else None
+    number = parse_digits(value.strip()) if isinstance(value, str) else None
+    return number if number is not None and 0 < number < 2**63 else None
+
+
+#: Longest number read from a request, in digits: no id or count needs more, and int() refuses over 4,300.
+MAX_DIGITS = 20
+
+
+def parse_digits(text: str) -> int | None:
+    """`text` as a whole number when it is only ASCII digits (at most MAX_DIGITS), else None.
+
+    str.isdigit() alone also takes '²' and other Unicode digits, which int() refuses.
+    """
+    if len(text) <= MAX_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
     return None

@@ -257,6 +257,10 @@ class Settings:
     max_image_bytes: int = _opt(
         "MJQ_MAX_IMAGE_BYTES", _int(1024, 1 << 30), 10 * 1024 * 1024, "largest decoded image in a request, in bytes"
     )
+    max_image_pixels: int = _opt(
+        "MJQ_MAX_IMAGE_PIXELS", _int(1_000_000, 89_478_485), 40_000_000,
+        "most pixels (width × height) of an image in a request, read from its header (Pillow's bomb limit at most)",
+    )
     max_images: int = _opt("MJQ_MAX_IMAGES", _int(1, 20), 5, "most images in one base64Array")
     max_prompt_chars: int = _opt("MJQ_MAX_PROMPT_CHARS", _int(1, 100_000), 4000, "longest prompt, in characters")
     # Prompt processing at submit (app/services/translation.py, app/services/banned_words.py).

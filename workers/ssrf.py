@@ -5,7 +5,8 @@ network. The rules (docs/architecture.md, "Webhooks"):
 
 - only http and https, at most MAX_URL_CHARS characters, no `user:password@`;
 - the host is a domain name, never an IP literal in any spelling (`2130706433`,
-  `0x7f000001`, `0177.0.0.1`, `127.1`, `[::ffff:127.0.0.1]` …), as payment providers require;
+  `0x7f000001`, `0177.0.0.1`, `127.1`, `[::ffff:127.0.0.1]`, fullwidth digits …), as payment
+  providers require;
 - at every attempt the name is resolved once and every address must be public
   (`is_global`, and not multicast, reserved, CGNAT or an IPv6 form embedding a private IPv4);
   the connection then goes to a checked address (workers/webhook_http.py), never through a
@@ -93,7 +94,10 @@ def parse_url(url: str, allow_private: bool = False) -> Target:
         raise UrlRefused(f"is longer than {MAX_URL_CHARS} characters")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
         raise UrlRefused("must not contain spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced or invalid [host], or a netloc NFKC turns into '/', '?', '#', '@' or ':'
+        raise UrlRefused("has an invalid host") from None
     if parts.scheme not in SCHEMES:
         raise UrlRefused("must be an http or https URL")
     if "@" in parts.netloc:
@@ -107,11 +111,15 @@ def parse_url(url: str, allow_private: bool = False) -> Target:
         raise UrlRefused("has an invalid port") from None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     literal = ip_literal(host)
-    if literal is not None:
-        if not allow_private:
-            raise UrlRefused("must name a domain, not an IP address")
-        return Target(parts.scheme, str(literal), port, path, literal)
-    return Target(parts.scheme, domain_name(host), port, path)
+    if literal is None:
+        name = domain_name(host)
+        # IDNA maps fullwidth digits and ideographic full stops to ASCII: `１２７。０。０。１` is 127.0.0.1.
+        literal = ip_literal(name)
+        if literal is None:
+            return Target(parts.scheme, name, port, path)
+    if not allow_private:
+        raise UrlRefused("must name a domain, not an IP address")
+    return Target(parts.scheme, str(literal), port, path, literal)
 
 
 def ip_literal(host: str) -> IPAddress | None:

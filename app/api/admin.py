@@ -42,10 +42,10 @@ def ok(result: object, description: str = "Success") -> Response:
 
 
 def _since() -> int:
-    raw = request.args.get("days", str(DEFAULT_DAYS))
-    if not raw.isdigit() or not 1 <= int(raw) <= 366:
+    days = schemas.parse_digits(request.args.get("days", str(DEFAULT_DAYS)))
+    if days is None or not 1 <= days <= 366:
         raise ValidationFailed("days must be 1..366")
-    return now_ms() - int(raw) * 86_400_000
+    return now_ms() - days * 86_400_000
 
 
 @bp.before_request

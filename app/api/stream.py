@@ -70,7 +70,8 @@ def _subscribe(redis: Redis, channels: Iterable[str]) -> PubSub | None:
 def _last_event_seq() -> int:
     """The seq the client already has (Last-Event-ID); -1 when it has nothing (a new task's seq is 0)."""
     raw = request.headers.get("Last-Event-ID", request.args.get("lastEventId", ""))
-    return int(raw) if raw.strip().isdigit() else -1
+    seq = schemas.parse_digits(raw.strip())
+    return -1 if seq is None else seq
 
 
 class _Follower:

@@ -92,9 +92,10 @@ def _limit() -> int:
     raw = request.args.get("limit", request.args.get("pageSize"))
     if raw is None:
         return cap
-    if not raw.isdigit() or not 1 <= int(raw) <= cap:
+    limit = schemas.parse_digits(raw)
+    if limit is None or not 1 <= limit <= cap:
         raise BadRequest(f"limit must be 1..{cap}")
-    return int(raw)
+    return limit
 
 
 @bp.get("/list")

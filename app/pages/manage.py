@@ -54,7 +54,7 @@ def create_key() -> tuple[str, int]:
     form = request.form
     raw_balance = form.get("balance", "").strip()
     try:
-        if raw_balance and not raw_balance.isdigit():
+        if raw_balance and schemas.parse_digits(raw_balance) is None:
             raise ValidationFailed("balance must be a whole number of tokens, 0 or more (empty: unmetered)")
         row, key = keys.create_key(db.session(), form.get("name", "").strip(),
                                    form.get("plan") or services().settings.default_plan, form.get("role", "user"),

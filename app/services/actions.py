@@ -216,7 +216,7 @@ def check_mask(mask: DecodedImage | None) -> None:
         raise ValidationFailed("maskBase64 must be a PNG")
     try:
         image = Image.open(io.BytesIO(mask.data)).convert("L")
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise ValidationFailed("maskBase64 is not a readable PNG") from None
     histogram = image.histogram()
     total = sum(histogram)
