@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +40,23 @@ class ImageStore(Protocol):
 
     def delete_task(self, task_id: int) -> int:
         """Delete every image stored under `<task_id>/`; returns how many went."""
+
+    def delete_uploads_before(self, day: str) -> int:
+        """Delete the uploads (`uploads/<yyyymmdd>/…`) of every day before `day` (yyyymmdd); returns how many."""
+
+
+#: Where `/submit/upload-discord-images` stores its images, a folder per UTC day (`uploads/<yyyymmdd>/…`), so
+#: retention drops a whole day at once; they belong to no task.
+UPLOADS = "uploads"
+
+
+def upload_day(ms: int) -> str:
+    """The uploads folder of the UTC day of epoch-millisecond `ms` (yyyymmdd)."""
+    return time.strftime("%Y%m%d", time.gmtime(ms / 1000))
+
+
+def is_upload_day(name: str) -> bool:
+    return len(name) == 8 and name.isascii() and name.isdigit()
 
 
 def valid_key(key: str) -> bool:
@@ -83,7 +101,16 @@ class LocalImageStore:
         return key_under(url, f"{self.base_url}/mj/image/")
 
     def delete_task(self, task_id: int) -> int:
-        folder = self.root / str(int(task_id))
+        return self._delete_folder(self.root / str(int(task_id)))
+
+    def delete_uploads_before(self, day: str) -> int:
+        folder = self.root / UPLOADS
+        days = [d for d in folder.iterdir() if d.is_dir() and is_upload_day(d.name) and d.name < day] \
+            if folder.is_dir() else []
+        return sum(self._delete_folder(d) for d in days)
+
+    @staticmethod
+    def _delete_folder(folder: Path) -> int:
         files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
         shutil.rmtree(folder, ignore_errors=True)
         return len(files)
@@ -155,7 +182,21 @@ class S3ImageStore:
 
     def delete_task(self, task_id: int) -> int:
         """Delete the objects under `<prefix><task_id>/`, a page (at most 1,000) per request."""
-        root = self._object(str(int(task_id))) + "/"
+        return self._delete_under(self._object(str(int(task_id))) + "/")
+
+    def delete_uploads_before(self, day: str) -> int:
+        """One listing of the day folders under `<prefix>uploads/`, then the old ones' objects."""
+        root = self._object(UPLOADS) + "/"
+        deleted = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root,
+                                                                           Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = str(common["Prefix"])[len(root):].rstrip("/")
+                if is_upload_day(name) and name < day:
+                    deleted += self._delete_under(str(common["Prefix"]))
+        return deleted
+
+    def _delete_under(self, root: str) -> int:
         deleted = 0
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]

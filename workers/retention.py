@@ -17,7 +17,7 @@ from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import protocol
-from app.images import ImageStore
+from app.images import ImageStore, upload_day
 from app.models import Task, WebhookAttempt, WebhookDelivery, now_ms
 from app.models_tenancy import IdempotencyRecord
 from app.services.idempotency import KEEP_MS
@@ -43,7 +43,7 @@ def apply_retention(session_factory: sessionmaker, images: ImageStore, retention
     files behind and is logged; the rows are gone either way.
     """
     now = clock()
-    done = {"tasks": 0, "deliveries": 0, "idempotency_keys": 0, "images": 0}
+    done = {"tasks": 0, "deliveries": 0, "idempotency_keys": 0, "images": 0, "uploads": 0}
     with session_factory() as session:
         result = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - KEEP_MS))
         done["idempotency_keys"] = int(getattr(result, "rowcount", 0) or 0)
@@ -81,6 +81,11 @@ def apply_retention(session_factory: sessionmaker, images: ImageStore, retention
         done["deliveries"] += deleted
         if deleted < batch_size:
             break
+    # Uploads belong to no task: a day's folder goes once the whole day is past the cutoff.
+    try:
+        done["uploads"] = images.delete_uploads_before(upload_day(cutoff))
+    except Exception as exc:  # noqa: BLE001 - as for the tasks' images: the next pass tries again
+        log.warning("retention: uploads before %s not deleted: %s", upload_day(cutoff), exc)
     if any(done.values()):
         log.info("retention: deleted %s", done)
     return done

@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import protocol
 from app.errors import NoAccount, QueueRejected, ValidationFailed
-from app.images import ImageStore
+from app.images import UPLOADS, ImageStore, upload_day
 from app.models import TASKS, Account, Task, new_task_id, now_ms
 from app.schemas import Common, DecodedImage, ImagesRequest, ImagineRequest, prompt_mode
 from app.services.accounts import (
@@ -334,5 +334,6 @@ class Submitter:
     def upload(self, req: ImagesRequest) -> dict[str, Any]:
         """Store images and answer their URLs (`result` is an array); no job is created."""
         batch = secrets.token_hex(8)
-        urls = [self.images.put(f"uploads/{batch}-{i}.{img.ext}", img.data) for i, img in enumerate(req.images)]
+        folder = f"{UPLOADS}/{upload_day(now_ms())}"
+        urls = [self.images.put(f"{folder}/{batch}-{i}.{img.ext}", img.data) for i, img in enumerate(req.images)]
         return protocol.envelope(protocol.CODE_SUCCESS, SUBMITTED_TEXT, urls)

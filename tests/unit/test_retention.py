@@ -5,9 +5,11 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from app import protocol
+from app.images import upload_day
 from app.models import Task, WebhookAttempt, WebhookDelivery, now_ms
 from tests.fakes.webhooks import Receiver, Reply, events_for, hooked_task, make_deliverer
 from tests.unit.test_executor import FakeClock, make_executor
+from tests.unit.test_submit_imagine import png_data_url
 from workers.retention import DAY_MS, apply_retention
 from workers.webhook_outbox import WebhookOutbox
 
@@ -149,3 +151,20 @@ def test_a_store_that_cannot_delete_leaves_its_files_and_says_so_while_the_rows_
     with session_factory() as s:
         assert all(s.get(Task, task_id) is None for task_id in task_ids)
     assert caplog.text.count("not deleted: connection refused") == 2
+
+
+def test_uploads_go_a_whole_day_at_a_time_once_that_day_is_past_the_retention(client, images, session_factory):
+    """/submit/upload-discord-images makes no task, so its files follow the age of their UTC day's folder."""
+    answer = client.post("/mj/submit/upload-discord-images", json={"base64Array": [png_data_url((8, 8))] * 2})
+    urls = answer.get_json()["result"]
+    assert len(urls) == 2 and all(client.get(u.removeprefix("http://mjq.test")).status_code == 200 for u in urls)
+    later = now_ms() + 31 * DAY_MS
+    recent = f"uploads/{upload_day(later - DAY_MS)}/kept-0.png"
+    images.put(recent, b"\x89PNG")
+    assert apply_retention(session_factory, images, 31, clock=lambda: later)["uploads"] == 0  # today is not past
+    done = apply_retention(session_factory, images, 30, clock=lambda: later)
+    assert done["uploads"] == 2
+    assert all(client.get(u.removeprefix("http://mjq.test")).status_code == 404 for u in urls)
+    assert images.get(recent) == b"\x89PNG"
+    assert apply_retention(session_factory, images, 0, clock=lambda: later + 400 * DAY_MS)["uploads"] == 0
+    assert images.get(recent) == b"\x89PNG"  # 0 keeps everything

@@ -122,3 +122,17 @@ def test_retention_deletes_an_old_tasks_objects_from_the_bucket_and_keeps_the_ot
     assert (done["tasks"], done["images"]) == (2, 4)
     assert images.get("11/grid.png") is None and images.get("12/grid.png") is None
     assert raw_object(s3_url, "run-1/110/grid.png") == b"\x89PNG"  # an open task's folder (and prefix 11…) stays
+
+
+def test_retention_deletes_the_uploads_of_days_past_it_from_the_bucket(images, s3_url, session_factory):
+    from app.images import upload_day
+    from workers.retention import DAY_MS, apply_retention
+
+    now = 10_000 * DAY_MS
+    old, young = upload_day(now - 31 * DAY_MS), upload_day(now - DAY_MS)
+    for key in (f"uploads/{old}/a-0.png", f"uploads/{old}/a-1.png", f"uploads/{young}/b-0.png", "1/grid.png"):
+        images.put(key, b"\x89PNG")
+    assert apply_retention(session_factory, images, 30, clock=lambda: now)["uploads"] == 2
+    assert images.get(f"uploads/{old}/a-0.png") is None and images.get(f"uploads/{old}/a-1.png") is None
+    assert raw_object(s3_url, f"run-1/uploads/{young}/b-0.png") == b"\x89PNG"
+    assert raw_object(s3_url, "run-1/1/grid.png") == b"\x89PNG"
