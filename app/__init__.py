@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any
+from typing import IO, Any
 
-from flask import Flask, request
+from flask import Flask, Request
 from redis import Redis
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
 from app.db import db, engine_options
@@ -41,8 +42,8 @@ def create_app(settings: Settings | None = None, celery: Any = None, redis: Redi
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
+    app.request_class = BoundedRequest
     db.init_app(app)
-    app.before_request(read_unsized_body)
     app.extensions["mjq"] = Services(
         settings=settings,
         dispatcher=Dispatcher(celery or make_celery(settings)),
@@ -63,21 +64,25 @@ def create_app(settings: Settings | None = None, celery: Any = None, redis: Redi
     return app
 
 
-def read_unsized_body() -> None:
-    """Read a body of unknown length (chunked) before the view, refusing one over MAX_CONTENT_LENGTH with 413.
+class BoundedRequest(Request):
+    """A request whose chunked body over MAX_CONTENT_LENGTH is a 413 when a view reads it, like a sized one.
 
-    Werkzeug reads such a stream up to the limit and then stops without an error, so a view would
-    take the first MAX_CONTENT_LENGTH bytes for the whole body; a Content-Length body over the limit
-    is refused before it is read. Raises RequestEntityTooLarge.
+    Werkzeug reads a body of unknown length up to the limit and then stops without an error, so a view
+    would take the first MAX_CONTENT_LENGTH bytes for the whole body (a Content-Length body over the
+    limit is refused before it is read). Nothing is read until a view asks: not for a 404, nor before
+    the caller is authenticated.
     """
-    limit = request.max_content_length
-    if limit is None or request.content_length is not None or "wsgi.input_terminated" not in request.environ \
-            or "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
-        return
-    body = LimitedStream(request.environ["wsgi.input"], limit + 1, is_max=True).read()
-    if len(body) > limit:
-        raise RequestEntityTooLarge()
-    request.environ["wsgi.input"] = io.BytesIO(body)
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        limit = self.max_content_length
+        if limit is None or self.content_length is not None or "wsgi.input_terminated" not in self.environ \
+                or "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return super().stream
+        body = LimitedStream(self.environ["wsgi.input"], limit + 1, is_max=True).read()
+        if len(body) > limit:
+            raise RequestEntityTooLarge()
+        return io.BytesIO(body)
 
 
 class Services:

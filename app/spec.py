@@ -133,9 +133,9 @@ def task_query_bodies() -> dict[str, Schema]:
 
 def admin_bodies(plans: list[str]) -> dict[str, Schema]:
     """Bodies of `/admin/keys` (app/api/admin.py, app/services/keys.py)."""
-    from app.api.admin import MAX_NOTE_CHARS, MAX_TOKENS
+    from app.api.admin import MAX_NOTE_CHARS
     from app.image_modes import IMAGE_MODES, RELAY
-    from app.services.keys import ROLES
+    from app.services.keys import MAX_TOKENS, ROLES
 
     image_mode: Schema = {"type": "string", "enum": list(IMAGE_MODES), "default": RELAY,
                           "description": "the image URL form this key's answers show on the plain mounts"}

@@ -11,6 +11,7 @@ deliveries: the ones that settled before the cutoff go without it.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 
 from sqlalchemy import Select, delete, exists, select
@@ -31,6 +32,8 @@ BATCH = 500
 DAY_MS = 86_400_000
 #: Deliveries still moving: their task is not deleted while one of them is.
 OPEN_DELIVERIES = (PENDING, DELIVERING)
+#: The day before which each store had its uploads deleted last, in this process.
+_uploads_cleared: weakref.WeakKeyDictionary[ImageStore, str] = weakref.WeakKeyDictionary()
 
 
 def apply_retention(session_factory: sessionmaker, images: ImageStore, retention_days: int, batches: int = 4,
@@ -81,11 +84,15 @@ def apply_retention(session_factory: sessionmaker, images: ImageStore, retention
         done["deliveries"] += deleted
         if deleted < batch_size:
             break
-    # Uploads belong to no task: a day's folder goes once the whole day is past the cutoff.
-    try:
-        done["uploads"] = images.delete_uploads_before(upload_day(cutoff))
-    except Exception as exc:  # noqa: BLE001 - as for the tasks' images: the next pass tries again
-        log.warning("retention: uploads before %s not deleted: %s", upload_day(cutoff), exc)
+    # Uploads belong to no task: a day's folder goes once the whole day is past the cutoff. The cutoff's day
+    # moves once a day, so each process lists the folders once per day and store, not at every pass.
+    day = upload_day(cutoff)
+    if _uploads_cleared.get(images) != day:
+        try:
+            done["uploads"] = images.delete_uploads_before(day)
+            _uploads_cleared[images] = day
+        except Exception as exc:  # noqa: BLE001 - as for the tasks' images: the next pass tries again
+            log.warning("retention: uploads before %s not deleted: %s", day, exc)
     if any(done.values()):
         log.info("retention: deleted %s", done)
     return done

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from sqlalchemy.sql.expression import Exists
 
 from app.models import WebhookAttempt, WebhookDelivery, WebhookDisabledEndpoint, WebhookSecret, now_ms
+from app.schemas import parse_digits
 from config.errors import MjqError
 from workers import queues
 from workers.ssrf import UrlRefused
@@ -107,8 +108,9 @@ def retry_after_seconds(value: str | None, now: int) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():  # str.isdigit() alone takes '²', which float() refuses
-        return min(float(value), MAX_RETRY_AFTER_SECONDS)
+    seconds = parse_digits(value)
+    if seconds is not None:
+        return min(float(seconds), MAX_RETRY_AFTER_SECONDS)
     try:  # the receiver's text: anything it says that is not a date is unusable, never an error of ours
         when = parsedate_to_datetime(value)
         if when.tzinfo is None:

@@ -18,6 +18,7 @@ from app.errors import ApiError, NotFound, TaskNotFound, ValidationFailed
 from app.image_modes import RELAY
 from app.models import now_ms
 from app.services import keys, usage
+from app.services.keys import MAX_TOKENS
 from workers.billing import credit
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -26,7 +27,6 @@ user = Blueprint("usage", __name__)
 #: Longest note of a credit, in characters.
 MAX_NOTE_CHARS = 1000
 #: Largest balance or credit in tokens (far below the BIGINT column's limit, so sums cannot overflow).
-MAX_TOKENS = 10**15
 #: Usage and statistics look back this many days unless `?days=` says otherwise.
 DEFAULT_DAYS = 30
 #: Fields of a key that `PATCH /admin/keys/<id>` changes.
@@ -60,8 +60,7 @@ def create_key() -> Response:
         if body.get(field) is not None and not isinstance(body[field], str):
             raise ValidationFailed(f"{field} must be a string")
     balance = body.get("balance")
-    if balance is not None and (isinstance(balance, bool) or not isinstance(balance, int)
-                                or not 0 <= balance <= MAX_TOKENS):
+    if balance is not None and (isinstance(balance, bool) or not isinstance(balance, int)):
         raise ValidationFailed(f"balance must be a whole number of tokens, 0..{MAX_TOKENS} (omit it for unmetered)")
     plan = body.get("plan") or services().settings.default_plan
     session = db.session()

@@ -53,12 +53,13 @@ def create_key() -> tuple[str, int]:
     """Create a key and show it this once (the page is not a redirect, so a reload does not show it again)."""
     form = request.form
     raw_balance = form.get("balance", "").strip()
+    balance = schemas.parse_digits(raw_balance) if raw_balance else None
     try:
-        if raw_balance and schemas.parse_digits(raw_balance) is None:
+        if raw_balance and balance is None:
             raise ValidationFailed("balance must be a whole number of tokens, 0 or more (empty: unmetered)")
         row, key = keys.create_key(db.session(), form.get("name", "").strip(),
                                    form.get("plan") or services().settings.default_plan, form.get("role", "user"),
-                                   services().plans, int(raw_balance) if raw_balance else None)
+                                   services().plans, balance)
     except ApiError as exc:
         db.session.rollback()
         flash(exc.description, "error")

@@ -154,11 +154,15 @@ def _run_click(sub: Submitter, parent: Task, click: Click, custom_id: str, commo
         prompt = prompt_en = None
     # The legacy forms have no modal step (their clients never call /submit/modal): on a Remix account the
     # worker answers Midjourney's Remix modal itself, with the prompt Midjourney shows pre-filled.
-    modal = click.always_modal if legacy else click.needs_modal(account.remix)
+    modal = not legacy and click.needs_modal(account.remix)
     properties: dict[str, Any] = {}
     if final_prompt and click.kind != "describe":
         properties["finalPrompt"] = final_prompt
-        inputs["upstreamPrompt"] = final_prompt  # the parent as the upstream showed it, not led by mjq's pad URLs
+    if click.kind != "describe":
+        # The prompt as the upstream showed it (not led by mjq's pad URLs); a describe's or a shorten's
+        # finalPrompt is its result text, so theirs is the prompt they were given.
+        shown = final_prompt if parent.action not in (protocol.DESCRIBE, protocol.SHORTEN) else None
+        inputs["upstreamPrompt"] = shown or (parent.inputs or {}).get("upstreamPrompt") or prompt_en or ""
     if modal:
         properties = {"finalPrompt": _prefill(parent, click), "remix": account.remix, "customId": custom_id}
     task = sub.create(Spec(
@@ -216,7 +220,7 @@ def check_mask(mask: DecodedImage | None) -> None:
         raise ValidationFailed("maskBase64 must be a PNG")
     try:
         image = Image.open(io.BytesIO(mask.data)).convert("L")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError):
         raise ValidationFailed("maskBase64 is not a readable PNG") from None
     histogram = image.histogram()
     total = sum(histogram)

@@ -25,6 +25,8 @@ from app.models_tenancy import ApiKey
 from workers.webhook_signing import GLOBAL_SCOPE, add_secret, rotate_secret, stored_secret
 
 KEY_PREFIX = "mjq_"
+#: Largest balance or credit, in tokens (well inside the BIGINT column).
+MAX_TOKENS = 10**15
 ROLES = ("admin", "user")
 
 
@@ -44,6 +46,8 @@ def create_key(session: Session, name: str, plan: str, role: str, plans: Mapping
         raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
     if plan not in plans:
         raise ValidationFailed(f"plan must be one of {', '.join(plans)}")
+    if balance is not None and not 0 <= balance <= MAX_TOKENS:
+        raise ValidationFailed(f"balance must be a whole number of tokens, 0..{MAX_TOKENS} (omit it for unmetered)")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(id=secrets.token_hex(8), name=name, prefix=key[:8], key_hash=hash_key(key), role=role, plan=plan,
                  balance=balance, image_mode=parse_image_mode("imageMode", image_mode), created_at=now_ms())

@@ -188,7 +188,10 @@ def test_shorten_then_prompt_analyzer(walk):
     assert pick["code"] == 21 and pick["properties"]["finalPrompt"] == task["properties"]["prompts"][2]
     assert walk.done(walk.post("/submit/modal", {"taskId": pick["result"]}))["action"] == "IMAGINE"
     details = walk.done(walk.click(task, "Show Details"))
-    assert details["action"] == "SHORTEN" and "## Token weights" in details["properties"]["finalPrompt"]
+    assert details["action"] == "SHORTEN" and details["prompt"] == task["prompt"]
+    weights = details["properties"]["finalPrompt"].split("## Token weights\n", 1)[1].splitlines()
+    prompt_words = [w for w in "a very detailed red fox in a snowy forest --ar 16:9".split() if w != "--ar"]
+    assert [line.rsplit(" ", 1)[0] for line in weights] == prompt_words  # the prompt's, not the result text's
 
 
 def test_swap_face_keeps_the_target_size(walk, client):

@@ -260,6 +260,11 @@ def test_a_new_key_is_shown_once_and_works_on_the_api(admin):
     assert "bot" in listed and key not in listed
     refused = admin.post("/admin/keys", data={"name": "", "role": "user", "csrf_token": token(admin, "/admin/keys")})
     assert refused.status_code == 400 and "name is required" in refused.get_data(as_text=True)
+    for balance in ("²", "9" * 20):  # a Unicode digit, and more than the balance column holds
+        refused = admin.post("/admin/keys", data={"name": "rich", "role": "user", "plan": "basic", "balance": balance,
+                                                  "csrf_token": token(admin, "/admin/keys")})
+        assert refused.status_code == 400 and "balance must be a whole number" in refused.get_data(as_text=True)
+    assert "rich" not in admin.get("/admin/keys").get_data(as_text=True)
 
 
 def test_open_mode_needs_no_sign_in(settings, celery, redis, accounts):

@@ -100,7 +100,8 @@ def test_an_old_task_whose_webhook_is_still_being_retried_stays_until_the_receiv
     assert history(session_factory, [task_id]) == (0, 0)
 
 
-def test_a_long_lived_open_task_loses_the_deliveries_settled_before_the_cutoff_and_keeps_the_rest(session_factory):
+def test_a_long_lived_open_task_loses_the_deliveries_settled_before_the_cutoff_and_keeps_the_rest(session_factory,
+                                                                                                 images):
     clock = FakeClock(now_ms())
     with Receiver() as rx:
         task_id = hooked_task(session_factory, rx.url(), clock)
@@ -119,7 +120,7 @@ def test_a_long_lived_open_task_loses_the_deliveries_settled_before_the_cutoff_a
                                                                          now - 35 * DAY_MS)
         ids = (submitted.id, started.id, progress.id)
         s.commit()
-    done = apply_retention(session_factory, None, 30, clock=lambda: now)  # type: ignore[arg-type]
+    done = apply_retention(session_factory, images, 30, clock=lambda: now)
     assert (done["tasks"], done["deliveries"]) == (0, 1)
     with session_factory() as s:
         assert s.get(Task, task_id).status == protocol.IN_PROGRESS
@@ -136,6 +137,9 @@ class _DownStore:
     def delete_task(self, task_id: int) -> int:
         raise OSError("connection refused")
 
+    def delete_uploads_before(self, day: str) -> int:
+        raise OSError("connection refused")
+
 
 def test_a_store_that_cannot_delete_leaves_its_files_and_says_so_while_the_rows_still_go(client, session_factory,
                                                                                         caplog):
@@ -150,7 +154,8 @@ def test_a_store_that_cannot_delete_leaves_its_files_and_says_so_while_the_rows_
     assert (done["tasks"], done["images"]) == (2, 0)
     with session_factory() as s:
         assert all(s.get(Task, task_id) is None for task_id in task_ids)
-    assert caplog.text.count("not deleted: connection refused") == 2
+    assert caplog.text.count("not deleted: connection refused") == 3  # two tasks' images, then the uploads
+    assert f"uploads before {upload_day(now - 30 * DAY_MS)} not deleted" in caplog.text
 
 
 def test_uploads_go_a_whole_day_at_a_time_once_that_day_is_past_the_retention(client, images, session_factory):
@@ -168,3 +173,10 @@ def test_uploads_go_a_whole_day_at_a_time_once_that_day_is_past_the_retention(cl
     assert images.get(recent) == b"\x89PNG"
     assert apply_retention(session_factory, images, 0, clock=lambda: later + 400 * DAY_MS)["uploads"] == 0
     assert images.get(recent) == b"\x89PNG"  # 0 keeps everything
+
+    listed: list[str] = []  # the folders are listed once per day, not at every pass (every 30 s)
+    real = images.delete_uploads_before
+    images.delete_uploads_before = lambda day: listed.append(day) or real(day)  # type: ignore[method-assign]
+    for clock in (later, later + 60_000, later + DAY_MS):
+        apply_retention(session_factory, images, 30, clock=lambda clock=clock: clock)
+    assert listed == [upload_day(later + DAY_MS - 30 * DAY_MS)]

@@ -30,6 +30,7 @@ from app.models import Task
 from config import Settings
 from workers.dispatch import Dispatcher
 from workers.drivers import discord_parse as dp
+from workers.drivers import discord_rest
 from workers.drivers.base import Job, Reporter, UpstreamError
 from workers.drivers.discord_accounts import AccountRetirer
 from workers.drivers.discord_events import EventStream
@@ -286,7 +287,7 @@ class DiscordDriver:
                 raise UpstreamError("the result message has no image")
             return None
         try:
-            return self.images.put(key, rest.download(source))
+            return self.images.put(key, rest.download(source, discord_rest.DOWNLOAD_RETRY_SECONDS if required else ()))
         except UpstreamError:
             if required:
                 raise

@@ -128,7 +128,7 @@ class Tracker:
         message_id = str(d.get("id") or "")
         if reading.job_hash and reading.state == dp.PROGRESS:
             self.job_hash = reading.job_hash
-        if reading.state in (dp.FAILED, dp.ALERT):
+        if reading.state == dp.FAILED:
             return self._end(Step("failed", d, reading, reason=reading.fail_reason or "failed",
                                   account_action=reading.account_action))
         if reading.state in (dp.QUEUED, dp.NOTICE):

@@ -26,7 +26,6 @@ SHORTENED = "shortened"  # a /shorten result embed
 QUEUED = "queued"        # Midjourney queued the job itself: keep waiting
 FAILED = "failed"        # the job failed; `fail_reason` says why
 NOTICE = "notice"        # a message about the job that changes nothing (warnings, paused)
-ALERT = "alert"          # an embed of no known kind, with a title and a text: it fails the job it answers
 OTHER = "other"          # not a job message mjq reads
 
 # What an error means for the account (besides failing the job).
@@ -211,7 +210,7 @@ def _alert(embed: dict[str, Any]) -> Reading | None:
     description = str(embed.get("description") or "").strip()
     if not title or not description or embed.get("type") == "link" or embed.get("color") in WARNING_COLOURS:
         return None
-    return Reading(ALERT, fail_reason=f"[{title}] {description}")
+    return Reading(FAILED, fail_reason=f"[{title}] {description}")
 
 
 def read_message(message: dict[str, Any]) -> Reading:

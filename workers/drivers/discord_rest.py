@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ MAX_RATE_LIMIT_RETRIES = 5
 #: Longest 429 wait obeyed inside one call, seconds (longer ones fail the job with the reason).
 MAX_RETRY_AFTER_SECONDS = 60.0
 STALE_VERSION = "INTERACTION_APPLICATION_COMMAND_INVALID_VERSION"
-#: Waits before each further try of a CDN download that failed on the way (unreachable, a timeout, a 5xx),
-#: seconds: the result Midjourney already made (and charged for) is not given up on one hiccup.
+#: Waits before each further try of a result's CDN download that failed on the way (unreachable, a timeout,
+#: a 5xx), seconds: the picture Midjourney already made (and charged for) is not given up on one hiccup.
+#: Previews are tried once: one that fails is skipped, and the job's events wait for no retry.
 DOWNLOAD_RETRY_SECONDS = (0.5, 2.0, 5.0)
 #: Where upload slots point, and the CDN hosts attachments come from (rewritten when configured).
 UPLOAD_HOST = "https://discord-attachments-uploads-prd.storage.googleapis.com"
@@ -227,12 +229,13 @@ class DiscordRest:
             raise DiscordRequestFailed(f"posting the image failed: {_error_message(resp)}", resp.status_code)
         return str(resp.json()["attachments"][0]["url"])
 
-    def download(self, url: str) -> bytes:
-        """The bytes of an attachment (CDN host rewritten when configured). Raises DiscordRequestFailed."""
+    def download(self, url: str, retries: tuple[float, ...] = ()) -> bytes:
+        """The bytes of an attachment (CDN host rewritten when configured), tried again after each of `retries`
+        seconds when it fails on the way (unreachable, a timeout, a 5xx). Raises DiscordRequestFailed."""
         if self.urls.cdn:
             for host in CDN_HOSTS:
                 url = url.replace(host, self.urls.cdn)
-        for wait in (*DOWNLOAD_RETRY_SECONDS, None):
+        for wait in (*retries, None):
             try:
                 resp = self.call("GET", url, auth=False)
                 if resp.status_code == 200:
@@ -245,7 +248,7 @@ class DiscordRest:
                 raise failure
             log.info("download of %s failed (%s); trying again in %.1f s", url.split("?")[0], failure, wait)
             self.sleep(wait)
-        raise AssertionError("unreachable")
+        raise AssertionError("the last try raises")
 
     # -- Plus extras ----------------------------------------------------------------------
     def inpaint_submit(self, iframe_token: str, mask_base64: str, prompt: str) -> None:
@@ -276,10 +279,15 @@ def image_option(name: str, index: int) -> dict[str, Any]:
 
 
 def _retry_after(resp: requests.Response) -> float:
-    try:
-        return max(float(resp.json().get("retry_after", 1.0)), 0.0)
-    except (ValueError, AttributeError):
-        return max(float(resp.headers.get("Retry-After", "1") or 1), 0.0)
+    """Seconds to wait after a 429: the body's `retry_after`, else the Retry-After header, else 1 (never NaN)."""
+    for read in (lambda: resp.json().get("retry_after", 1.0), lambda: resp.headers.get("Retry-After", "1") or 1):
+        try:
+            seconds = float(read())
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    return 1.0
 
 
 def _error_message(resp: requests.Response) -> str:
