@@ -26,7 +26,6 @@ user = Blueprint("usage", __name__)
 
 #: Longest note of a credit, in characters.
 MAX_NOTE_CHARS = 1000
-#: Largest balance or credit in tokens (far below the BIGINT column's limit, so sums cannot overflow).
 #: Usage and statistics look back this many days unless `?days=` says otherwise.
 DEFAULT_DAYS = 30
 #: Fields of a key that `PATCH /admin/keys/<id>` changes.

@@ -25,7 +25,7 @@ from app.models_tenancy import ApiKey
 from workers.webhook_signing import GLOBAL_SCOPE, add_secret, rotate_secret, stored_secret
 
 KEY_PREFIX = "mjq_"
-#: Largest balance or credit, in tokens (well inside the BIGINT column).
+#: Largest balance or credit in tokens (far below the BIGINT column's limit, so sums cannot overflow).
 MAX_TOKENS = 10**15
 ROLES = ("admin", "user")
 
