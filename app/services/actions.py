@@ -149,20 +149,20 @@ def _run_click(sub: Submitter, parent: Task, click: Click, custom_id: str, commo
                       dimensions=parent.inputs.get("dimensions", "SQUARE"))
     elif click.kind == "reroll":
         inputs["kind"] = "imagine"
+    properties: dict[str, Any] = {}
     if click.kind == "describe":  # 🔄 under a describe: describe the same image again
         inputs["images"] = parent.inputs.get("images", [])
         prompt = prompt_en = None
-    # The legacy forms have no modal step (their clients never call /submit/modal): on a Remix account the
-    # worker answers Midjourney's Remix modal itself, with the prompt Midjourney shows pre-filled.
-    modal = not legacy and click.needs_modal(account.remix)
-    properties: dict[str, Any] = {}
-    if final_prompt and click.kind != "describe":
-        properties["finalPrompt"] = final_prompt
-    if click.kind != "describe":
+    else:
+        if final_prompt:
+            properties["finalPrompt"] = final_prompt
         # The prompt as the upstream showed it (not led by mjq's pad URLs); a describe's or a shorten's
         # finalPrompt is its result text, so theirs is the prompt they were given.
         shown = final_prompt if parent.action not in (protocol.DESCRIBE, protocol.SHORTEN) else None
         inputs["upstreamPrompt"] = shown or (parent.inputs or {}).get("upstreamPrompt") or prompt_en or ""
+    # The legacy forms have no modal step (their clients never call /submit/modal): on a Remix account the
+    # worker answers Midjourney's Remix modal itself, with the prompt Midjourney shows pre-filled.
+    modal = not legacy and click.needs_modal(account.remix)
     if modal:
         properties = {"finalPrompt": _prefill(parent, click), "remix": account.remix, "customId": custom_id}
     task = sub.create(Spec(

@@ -235,20 +235,21 @@ class DiscordRest:
         if self.urls.cdn:
             for host in CDN_HOSTS:
                 url = url.replace(host, self.urls.cdn)
-        for wait in (*retries, None):
+        for wait in retries:
             try:
-                resp = self.call("GET", url, auth=False)
-                if resp.status_code == 200:
-                    return resp.content
-                failure = DiscordRequestFailed(f"downloading the result failed: HTTP {resp.status_code}",
-                                               resp.status_code)
+                return self._download_once(url)
             except DiscordRequestFailed as exc:
-                failure = exc
-            if wait is None or not (failure.status == 0 or failure.status == 408 or failure.status >= 500):
-                raise failure
-            log.info("download of %s failed (%s); trying again in %.1f s", url.split("?")[0], failure, wait)
+                if not (exc.status in (0, 408) or exc.status >= 500):
+                    raise
+                log.info("download of %s failed (%s); trying again in %.1f s", url.split("?")[0], exc, wait)
             self.sleep(wait)
-        raise AssertionError("the last try raises")
+        return self._download_once(url)
+
+    def _download_once(self, url: str) -> bytes:
+        resp = self.call("GET", url, auth=False)
+        if resp.status_code != 200:
+            raise DiscordRequestFailed(f"downloading the result failed: HTTP {resp.status_code}", resp.status_code)
+        return resp.content
 
     # -- Plus extras ----------------------------------------------------------------------
     def inpaint_submit(self, iframe_token: str, mask_base64: str, prompt: str) -> None:
